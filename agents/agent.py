@@ -1,0 +1,115 @@
+"""The agent interface: what the task loop calls, and what a rehearsal strategy overrides.
+
+An agent is the algorithm (how one minibatch is learned from); the task loop
+(trainer/loop.py) is the orchestration (tasks, epochs, evaluation, checkpoints).
+Lifecycle hooks are no-ops that an agent overrides only when it needs them.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from trainer.errors import UserError
+
+
+@dataclass
+class AgentContext:
+    """Everything an agent may use; built by the task loop."""
+    model: torch.nn.Module          # the module to train through (may be a DDP wrapper)
+    module: torch.nn.Module         # the bare model (for logits without DDP hooks)
+    engine: Any                     # trainer.engine.Engine
+    device: torch.device
+    preprocess: Callable            # uint8 batch on device -> normalised float batch
+    num_classes: int
+    sample_shape: tuple
+    train_size: int                 # training samples over all tasks (all ranks)
+    batch_size: int                 # B, new samples per step and rank
+    seed: int
+    reset_model: Callable[[int], None]  # re-initialise the model's weights for a task
+    optimizer: Any = None           # set by the loop before each task
+    class_counts: Any = None        # samples per class in the training set (all ranks)
+
+
+@dataclass
+class StepResult:
+    loss: float
+    samples: int                    # samples trained on (new + representatives)
+    wait_s: float = 0.0             # time spent waiting for representatives
+    losses: dict = field(default_factory=dict)  # named loss terms, for logging
+
+
+class Agent:
+    """Plain incremental fine-tuning; the base every rehearsal agent extends."""
+
+    name = "agent"
+    defaults: dict = {}
+    choices: dict = {}  # option -> allowed values, for options with a closed set
+
+    def __init__(self, ctx: AgentContext, options: dict | None = None):
+        self.ctx = ctx
+        self.options = self.check_options(options or {})
+
+    @classmethod
+    def check_options(cls, options: dict) -> dict:
+        unknown = [k for k in options if k not in cls.defaults]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], cls.defaults, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            valid = ", ".join(sorted(cls.defaults)) or "(none)"
+            raise UserError(f"unknown --agent-config key {unknown[0]!r} for agent {cls.name}{hint}; "
+                            f"valid keys: {valid}")
+        merged = {**cls.defaults, **options}
+        for key, allowed in cls.choices.items():
+            if merged[key] not in allowed:
+                raise UserError(f"--agent-config {key}={merged[key]!r} for agent {cls.name}; "
+                                f"valid values: {', '.join(map(repr, allowed))}")
+        for key, default in cls.defaults.items():
+            value = merged[key]
+            if default is not None and value is not None and not cls.choices.get(key):
+                kind = float if isinstance(default, float) else type(default)
+                if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                    merged[key] = value = float(value)
+                if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                    raise UserError(f"--agent-config {key} for agent {cls.name} must be "
+                                    f"{kind.__name__}, got {value!r}")
+        return merged
+
+    # Lifecycle hooks, called by the task loop.
+    def before_training(self) -> None:
+        """Once, before the first task (buffers are sized and created here)."""
+
+    def before_task(self, task, resumed: bool = False) -> None:
+        """Before each task's first epoch (or, resumed=True, before it resumes mid-task)."""
+
+    def after_task(self, task) -> None:
+        """After each task's last epoch, before evaluation."""
+
+    def close(self) -> None:
+        """Release what the agent holds (buffers, windows), on every rank."""
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
+        """Learn from one minibatch of new samples (uint8 x and int64 y, on the device)."""
+        loss = F.cross_entropy(self.ctx.model(self.ctx.preprocess(x)), y)
+        self.optimize(loss)
+        return StepResult(loss=loss.item(), samples=len(y))
+
+    def optimize(self, loss: torch.Tensor) -> None:
+        optimizer = self.ctx.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def stats(self) -> dict:
+        """Numbers the run reports after each task (e.g. buffer fill)."""
+        return {}
+
+    def state_dict(self) -> dict:
+        """What a checkpoint must hold to resume this agent exactly (beyond the model)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

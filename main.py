@@ -1,0 +1,65 @@
+"""Train a continual-learning agent on a sequence of tasks, on one rank or as a distributed job.
+
+    python main.py                                   # the default experiment, one process
+    mpirun -np 2 python main.py --backend torch      # the same on two ranks
+    python main.py --config joint                    # a named preset from config.yaml
+
+See README.md for every option, the presets, and how to launch with srun, torchrun or horovodrun.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+from trainer import config
+from trainer.errors import UserError
+
+
+def run(cfg: dict, engine) -> dict:
+    from trainer import results, resume
+    from trainer.loop import TaskLoop
+
+    run_dir, checkpoint_dir = resume.locate(cfg)
+    if run_dir is not None:
+        cfg = resume.saved_config(run_dir, cfg)
+    else:
+        run_dir = results.make_run_dir(cfg, engine)
+    results.setup_logging(run_dir, engine.rank, cfg["log_level"])
+    if engine.rank == 0:
+        results.write_config(run_dir, cfg)
+    return TaskLoop(cfg, engine, run_dir).run(resume=checkpoint_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = config.resolve(argv)
+        from trainer.engine import start_engine
+
+        engine = start_engine(cfg["backend"], cfg["device"])
+    except UserError as exc:
+        print(f"main.py: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run(cfg, engine)
+    except UserError as exc:
+        print(f"main.py: error: {exc}", file=sys.stderr)
+        return _fail(engine, 2)
+    except BaseException as exc:  # noqa: BLE001 - any failure must end every rank, never hang them
+        logging.getLogger("trainer").error("rank %d failed:\n%s", engine.rank, traceback.format_exc())
+        print(f"main.py: rank {engine.rank} of {engine.world_size} failed: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return _fail(engine, 130 if isinstance(exc, KeyboardInterrupt) else 1)
+    engine.shutdown()
+    return 0
+
+
+def _fail(engine, code: int) -> int:
+    """One rank failing ends the job: the others may be waiting for it in a collective."""
+    if engine.world_size > 1:
+        engine.abort(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Samples whose bytes encode their own identity, so a draw can be checked byte for byte.
+
+A sample is identified by (rank, label, sample_id). Its pixels are a deterministic function
+of that triple, its extras too, so any representative returned by a buffer can be traced
+back to the exact insertion it came from, and a torn (half-written) slot fails the check.
+"""
+import numpy as np
+
+HEADER = 6  # rank, label, sample id as 4 bytes: exact in uint8, float16 and float32
+
+
+def sample_key(rank: int, label: int, sample_id: int) -> int:
+    return (int(rank) << 40) | (int(label) << 24) | int(sample_id)
+
+
+def make_samples(rank: int, labels, first_id: int, shape, dtype, num_extras: int = 0):
+    """Ranks and labels below 256, samples of at least HEADER elements.
+
+    Return (x, y, extras, ids) for len(labels) samples with ids first_id, first_id+1, ..."""
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    ids = np.arange(first_id, first_id + n, dtype=np.int64)
+    size = int(np.prod(shape))
+    x = np.empty((n, size), dtype=dtype)
+    for i in range(n):
+        x[i] = pattern(rank, labels[i], ids[i], size, dtype)
+    extras = None
+    if num_extras:
+        extras = np.stack([extras_pattern(rank, labels[i], ids[i], num_extras) for i in range(n)])
+    return x.reshape((n, *shape)), labels, extras, ids
+
+
+def pattern(rank: int, label: int, sample_id: int, size: int, dtype) -> np.ndarray:
+    rng = np.random.default_rng(sample_key(rank, label, sample_id))
+    header = np.array([rank, label] + [(sample_id >> (8 * b)) & 0xFF for b in range(4)])
+    body = rng.integers(0, 250, size=size)
+    body[: min(HEADER, size)] = header[: min(HEADER, size)]
+    return body.astype(dtype)
+
+
+def extras_pattern(rank: int, label: int, sample_id: int, num_extras: int) -> np.ndarray:
+    return (np.arange(num_extras, dtype=np.float32) + rank * 1000.0 + label * 10.0
+            + (sample_id % 997) / 1000.0).astype(np.float32)
+
+
+def identify(x_row: np.ndarray) -> tuple:
+    """(rank, label, sample_id) that a sample claims in its header; verify with `check`."""
+    flat = x_row.reshape(-1)
+    rank, label, *id_bytes = (int(v) for v in flat[:HEADER])
+    return rank, label, sum(b << (8 * i) for i, b in enumerate(id_bytes))
+
+
+def check(x_row, y, extras_row=None, num_extras: int = 0) -> tuple:
+    """Assert a drawn representative is byte-identical to what was inserted; return its identity."""
+    rank, label, sample_id = identify(x_row)
+    assert label == int(y), f"label {int(y)} but sample header says {label}"
+    expected = pattern(rank, label, sample_id, x_row.size, x_row.dtype).reshape(x_row.shape)
+    assert np.array_equal(x_row, expected), f"sample {(rank, label, sample_id)} is corrupted or torn"
+    if num_extras:
+        assert np.array_equal(extras_row, extras_pattern(rank, label, sample_id, num_extras)), \
+            f"extras of sample {(rank, label, sample_id)} do not match"
+    return rank, label, sample_id

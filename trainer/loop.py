@@ -1,0 +1,257 @@
+"""The task loop: for each task, train the agent for some epochs, then evaluate every task seen.
+
+This is the orchestration (tasks, epochs, optimizers, evaluation, results, checkpoints);
+how a minibatch is learned from is the agent's business (agents/).
+"""
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from agents import make_agent
+from agents.agent import AgentContext
+from data import load_dataset
+from data.loader import make_loader
+from data.scenarios import build_tasks
+from data.sharding import shard_epoch
+from models import build_model
+from trainer import checkpoint, results
+from trainer.evaluation import evaluate
+from trainer.preprocess import Normalize
+from trainer.telemetry import Telemetry
+
+log = logging.getLogger("trainer")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(cfg: dict, model: torch.nn.Module, world_size: int) -> torch.optim.Optimizer:
+    """Learning rate scaled with the world size (the warm-up scheduler ramps up to it)."""
+    lr = cfg["lr"] * world_size
+    params = model.parameters()
+    if cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    if cfg["optimizer"] == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg["weight_decay"])
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg["weight_decay"])
+
+
+def warmup(optimizer, warmup_steps: int, world_size: int) -> LambdaLR:
+    """Linear warm-up from the one-rank LR to world_size x LR (Goyal et al., 2017)."""
+    start = 1.0 / world_size
+
+    def factor(step: int) -> float:
+        if warmup_steps <= 0 or step >= warmup_steps:
+            return 1.0
+        return start + (1.0 - start) * step / warmup_steps
+
+    return LambdaLR(optimizer, factor)
+
+
+class TaskLoop:
+    def __init__(self, cfg: dict, engine, run_dir: Path):
+        self.cfg, self.engine, self.run_dir = cfg, engine, run_dir
+        self.rank, self.world = engine.rank, engine.world_size
+        seed_everything(cfg["seed"])
+        self.dataset = load_dataset(cfg["dataset"], cfg["dataset_dir"], cfg["dataset_config"])
+        self.tasks = build_tasks(self.dataset, cfg["tasksets_config"], cfg["seed"])
+        self.module = self._new_model(seed=cfg["seed"]).to(engine.device)
+        self.model = engine.wrap_model(self.module)
+        self.preprocess = Normalize(self.dataset.mean, self.dataset.std, engine.device)
+        train_targets = self.dataset.train.targets
+        self.ctx = AgentContext(
+            model=self.model, module=self.module, engine=engine, device=engine.device,
+            preprocess=self.preprocess, num_classes=self.dataset.num_classes,
+            sample_shape=tuple(self.dataset.sample_shape),
+            train_size=int(sum(len(t.train_indices) for t in self._distinct_train_tasks())),
+            batch_size=cfg["batch_size"], seed=cfg["seed"], reset_model=self.reset_model,
+            class_counts=np.bincount(train_targets, minlength=self.dataset.num_classes),
+        )
+        self.agent = make_agent(cfg["agent"], self.ctx, cfg["agent_config"])
+        self.recorder = results.Recorder(len(self.tasks), self.world)
+        self.telemetry = Telemetry(run_dir, enabled=self.rank == 0 and cfg["tensorboard"])
+        self.optimizer = self.scheduler = None
+        self.start_task, self.start_epoch = 0, 0
+
+    def _distinct_train_tasks(self):
+        """Tasks as they would be without concatenation (the training set's true size)."""
+        if not self.cfg["tasksets_config"].get("concatenate_tasksets"):
+            return self.tasks
+        config = {**self.cfg["tasksets_config"], "concatenate_tasksets": False}
+        return build_tasks(self.dataset, config, self.cfg["seed"])
+
+    def _new_model(self, seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return build_model(self.cfg["model"], self.dataset.num_classes,
+                           tuple(self.dataset.sample_shape), self.cfg["model_config"])
+
+    def reset_model(self, task_index: int) -> None:
+        """Fresh random weights, identical on every rank (seeded), for the from-scratch baseline."""
+        fresh = self._new_model(seed=self.cfg["seed"] + 7919 * (task_index + 1))
+        self.module.load_state_dict(fresh.state_dict())
+        self.engine.broadcast_parameters(self.module)
+
+    def _begin_task(self, task) -> None:
+        cfg = self.cfg
+        steps_per_epoch = self._steps_per_epoch(task)
+        self.optimizer = self.engine.wrap_optimizer(make_optimizer(cfg, self.module, self.world), self.module)
+        self.scheduler = warmup(self.optimizer, int(cfg["warmup_epochs"] * steps_per_epoch), self.world)
+        self.ctx.optimizer = self.optimizer
+
+    def _steps_per_epoch(self, task) -> int:
+        per_rank = len(task.train_indices) // self.world
+        return max(1, -(-per_rank // self.cfg["batch_size"]))
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, task_index: int, epochs_done: int) -> None:
+        shared = {
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "config": self.cfg,
+        }
+        per_rank = {"agent": self.agent.state_dict(), "recorder": self.recorder.state_dict()}
+        folder = checkpoint.save(self.run_dir, self.engine, task_index, epochs_done, shared, per_rank)
+        log.info("checkpoint written: %s", folder)
+
+    def resume_from(self, folder: Path) -> None:
+        shared, own = checkpoint.load(folder, self.engine)
+        task, epoch = shared["task"], shared["epoch"]
+        self.module.load_state_dict(shared["model"])
+        self.engine.broadcast_parameters(self.module)
+        self.recorder.load_state_dict(own["recorder"])
+        self.agent.before_training()
+        self.agent.load_state_dict(own["agent"])
+        if epoch >= self.cfg["epochs"]:  # the task was finished (and evaluated)
+            self.start_task, self.start_epoch = task + 1, 0
+        else:
+            self.start_task, self.start_epoch = task, epoch
+            self.agent.before_task(self.tasks[task], resumed=True)
+            self._begin_task(self.tasks[task])
+            self.optimizer.load_state_dict(shared["optimizer"])
+            self.scheduler.load_state_dict(shared["scheduler"])
+        checkpoint.set_rng_state(own["rng"])
+        log.info("resumed from %s: task %d, epoch %d", folder, self.start_task, self.start_epoch)
+
+    # ---------------------------------------------------------------- the run
+    def run(self, resume: Path | None = None) -> dict:
+        cfg = self.cfg
+        if resume is not None:
+            self.resume_from(resume)
+        else:
+            self.agent.before_training()
+        log.info("%d tasks, %s on %s, agent %s, %d rank(s), engine %s, device %s",
+                 len(self.tasks), cfg["model"], cfg["dataset"], cfg["agent"], self.world,
+                 self.engine.name, self.engine.device)
+        try:
+            for task in self.tasks[self.start_task:]:
+                first_epoch = self.start_epoch if task.index == self.start_task else 0
+                if first_epoch == 0:
+                    self.agent.before_task(task)
+                    self._begin_task(task)
+                self._train_task(task, first_epoch)
+                self.agent.after_task(task)
+                self._evaluate(task)
+                self.save_checkpoint(task.index, cfg["epochs"])
+            return self.finish()
+        finally:
+            self.agent.close()
+            self.telemetry.close()
+
+    def _train_task(self, task, first_epoch: int) -> None:
+        cfg, engine = self.cfg, self.engine
+        pin = engine.device.type == "cuda"
+        bar = _progress(self.rank, self._steps_per_epoch(task) * (cfg["epochs"] - first_epoch),
+                        f"task {task.index + 1}/{len(self.tasks)}")
+        for epoch in range(first_epoch, cfg["epochs"]):
+            indices = shard_epoch(task.train_indices, self.rank, self.world,
+                                  seed=cfg["seed"] * 1_000_003 + task.index, epoch=epoch)
+            losses, epoch_start = [], time.perf_counter()
+            loader_iter = iter(make_loader(self.dataset.train, indices, cfg["batch_size"], cfg["workers"], pin))
+            step = 0
+            while True:
+                t0 = time.perf_counter()
+                batch = next(loader_iter, None)
+                if batch is None:
+                    break
+                x = batch[0].to(engine.device, non_blocking=pin)
+                y = batch[1].to(engine.device, non_blocking=pin)
+                t1 = time.perf_counter()
+                result = self.agent.train_step(x, y)
+                self.scheduler.step()
+                t2 = time.perf_counter()
+                row = (task.index, epoch, step, result.samples, t1 - t0, result.wait_s,
+                       t2 - t1 - result.wait_s, result.loss)
+                self.recorder.add_step(row)
+                self.telemetry.step(row, result.losses, self.scheduler.get_last_lr()[0])
+                losses.append(result.loss)
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{result.loss:.3f}")
+            if bar is None:
+                log.info("task %d/%d epoch %d/%d: loss %.4f, %d steps in %.2fs", task.index + 1,
+                         len(self.tasks), epoch + 1, cfg["epochs"], float(np.mean(losses)) if losses else
+                         float("nan"), step, time.perf_counter() - epoch_start)
+            done = epoch + 1
+            if cfg["checkpoint_every"] and done % cfg["checkpoint_every"] == 0 and done < cfg["epochs"]:
+                self.save_checkpoint(task.index, done)
+        if bar is not None:
+            bar.close()
+
+    def _evaluate(self, task) -> None:
+        seen = self.tasks[: task.index + 1]
+        evals = evaluate(self.module, self.dataset, seen, self.engine, self.preprocess,
+                         self.cfg["eval_batch_size"], self.cfg["workers"])
+        stats = self.agent.stats()
+        self.recorder.add_evaluation(task.index, evals, stats)
+        row = self.recorder.top1[-1]
+        log.info("after task %d: accuracy per task %s, average %.4f", task.index + 1,
+                 " ".join(f"{a:.3f}" for a in row), float(np.mean(row)))
+        self.telemetry.evaluation(task.index, evals, stats)
+        self._write(final=False)
+
+    def _throughput_total(self) -> float:
+        rate = torch.tensor([self.recorder.timing_summary().get("samples_per_s_rank", 0.0)], dtype=torch.float64)
+        return float(self.engine.allreduce_sum(rate).item())
+
+    def _write(self, final: bool) -> dict:
+        result = self.recorder.metrics(self._throughput_total())
+        result.update(agent=self.cfg["agent"], engine=self.engine.name, launcher=self.engine.launch.launcher,
+                      device=str(self.engine.device), finished=final, results_dir=str(self.run_dir))
+        if self.rank == 0:
+            results.write_metrics(self.run_dir, result)
+        results.write_steps(self.run_dir, self.rank, self.recorder.steps)
+        return result
+
+    def finish(self) -> dict:
+        result = self._write(final=True)
+        log.info("final average accuracy %.4f, forgetting %.4f, backward transfer %.4f, "
+                 "%.0f samples/s over %d rank(s), %.1fs", result["final_average_accuracy"],
+                 result["forgetting"], result["backward_transfer"],
+                 result["timing"].get("samples_per_s_total", 0.0), self.world, result["wall_time_s"])
+        if self.rank == 0 and self.cfg["plots"]:
+            from trainer.plots import plot_run
+
+            plot_run(self.run_dir)
+        return result
+
+
+def _progress(rank: int, total: int, desc: str):
+    """A tqdm bar on rank 0 at an interactive terminal; plain log lines otherwise."""
+    if rank != 0 or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
