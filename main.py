@@ -16,24 +16,40 @@ from trainer import config
 from trainer.errors import UserError
 
 
+def check_choices(cfg: dict) -> None:
+    """Names and options checked before anything is started or written."""
+    from agents import agent_class
+    from models import MODELS
+    from data import DATASETS
+
+    for kind, name, valid in (("model", cfg["model"], MODELS), ("dataset", cfg["dataset"], DATASETS)):
+        if name not in valid:
+            raise UserError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(valid))}")
+    cls, fixed = agent_class(cfg["agent"])
+    cls.check_options({**cfg["agent_config"], **fixed})
+
+
 def run(cfg: dict, engine) -> dict:
+    from data import load_dataset
     from trainer import results, resume
     from trainer.loop import TaskLoop
 
     run_dir, checkpoint_dir = resume.locate(cfg)
     if run_dir is not None:
         cfg = resume.saved_config(run_dir, cfg)
-    else:
+    dataset = load_dataset(cfg["dataset"], cfg["dataset_dir"], cfg["dataset_config"])
+    if run_dir is None:
         run_dir = results.make_run_dir(cfg, engine)
     results.setup_logging(run_dir, engine.rank, cfg["log_level"])
     if engine.rank == 0:
         results.write_config(run_dir, cfg)
-    return TaskLoop(cfg, engine, run_dir).run(resume=checkpoint_dir)
+    return TaskLoop(cfg, engine, run_dir, dataset).run(resume=checkpoint_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config.resolve(argv)
+        check_choices(cfg)
         from trainer.engine import start_engine
 
         engine = start_engine(cfg["backend"], cfg["device"])

@@ -60,11 +60,11 @@ def warmup(optimizer, warmup_steps: int, world_size: int) -> LambdaLR:
 
 
 class TaskLoop:
-    def __init__(self, cfg: dict, engine, run_dir: Path):
+    def __init__(self, cfg: dict, engine, run_dir: Path, dataset=None):
         self.cfg, self.engine, self.run_dir = cfg, engine, run_dir
         self.rank, self.world = engine.rank, engine.world_size
         seed_everything(cfg["seed"])
-        self.dataset = load_dataset(cfg["dataset"], cfg["dataset_dir"], cfg["dataset_config"])
+        self.dataset = dataset or load_dataset(cfg["dataset"], cfg["dataset_dir"], cfg["dataset_config"])
         self.tasks = build_tasks(self.dataset, cfg["tasksets_config"], cfg["seed"])
         self.module = self._new_model(seed=cfg["seed"]).to(engine.device)
         self.model = engine.wrap_model(self.module)

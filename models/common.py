@@ -1,0 +1,24 @@
+"""Option checking and the small-input-stem rule shared by the model builders."""
+from trainer.errors import UserError
+
+SMALL_INPUT = 32  # inputs of at most this height and width get the small stem by default
+
+
+def check_options(model: str, options: dict | None, defaults: dict) -> dict:
+    """``defaults`` updated with ``options``; UserError on a key the model does not take."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        valid = ", ".join(sorted(defaults)) if defaults else "none"
+        raise UserError(f"model {model!r} does not take option(s) {', '.join(unknown)}; "
+                        f"valid options: {valid}")
+    return {**defaults, **options}
+
+
+def small_stem(model: str, sample_shape, option) -> bool:
+    """Option ``small_input_stem``: true, false, or null (automatic: H and W <= 32)."""
+    if option is None:
+        return max(sample_shape[1], sample_shape[2]) <= SMALL_INPUT
+    if not isinstance(option, bool):
+        raise UserError(f"model {model!r}: small_input_stem must be true, false or null, got {option!r}")
+    return option
