@@ -92,14 +92,18 @@ class Agent:
         """Release what the agent holds (buffers, windows), on every rank."""
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
-        """Learn from one minibatch of new samples (uint8 x and int64 y, on the device)."""
+        """Learn from one minibatch of new samples (uint8 x and int64 y, in host memory)."""
+        x, y = self.to_device(x), self.to_device(y)
         loss = F.cross_entropy(self.ctx.model(self.ctx.preprocess(x)), y)
         self.optimize(loss)
         return StepResult(loss=loss.item(), samples=len(y))
 
+    def to_device(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.ctx.device, non_blocking=self.ctx.device.type == "cuda")
+
     def optimize(self, loss: torch.Tensor) -> None:
         optimizer = self.ctx.optimizer
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 

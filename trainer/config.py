@@ -48,7 +48,7 @@ OPTIONS = (
     Option("batch_size", int, 32, "new samples per step and rank (B)"),
     Option("eval_batch_size", int, 256, "samples per evaluation batch and rank"),
     Option("epochs", int, 10, "epochs per task"),
-    Option("lr", float, 0.05, "learning rate for one rank (scaled by the world size)"),
+    Option("lr", float, 0.02, "learning rate for one rank (scaled by the world size)"),
     Option("optimizer", str, "sgd", "optimizer", OPTIMIZERS),
     Option("momentum", float, 0.9, "SGD momentum"),
     Option("weight_decay", float, 0.0, "weight decay"),

@@ -34,7 +34,7 @@ class HorovodEngine(Engine):
         return tensor
 
     def broadcast_object(self, obj):
-        return hvd.broadcast_object(obj, root_rank=0)
+        return hvd.broadcast_object(obj, root_rank=0, name="engine.broadcast_object")  # names must match
 
     def barrier(self):
         hvd.barrier()

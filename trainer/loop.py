@@ -105,7 +105,9 @@ class TaskLoop:
     def _begin_task(self, task) -> None:
         cfg = self.cfg
         steps_per_epoch = self._steps_per_epoch(task)
-        self.optimizer = self.engine.wrap_optimizer(make_optimizer(cfg, self.module, self.world), self.module)
+        if self.optimizer is None:  # one optimizer per run: Horovod hooks the gradients once
+            self.optimizer = self.engine.wrap_optimizer(make_optimizer(cfg, self.module, self.world), self.module)
+        self.optimizer.state.clear()  # each task starts without momentum from the last one
         self.scheduler = warmup(self.optimizer, int(cfg["warmup_epochs"] * steps_per_epoch), self.world)
         self.ctx.optimizer = self.optimizer
 
@@ -185,8 +187,7 @@ class TaskLoop:
                 batch = next(loader_iter, None)
                 if batch is None:
                     break
-                x = batch[0].to(engine.device, non_blocking=pin)
-                y = batch[1].to(engine.device, non_blocking=pin)
+                x, y = batch  # host tensors (pinned on a GPU run); the agent moves them
                 t1 = time.perf_counter()
                 result = self.agent.train_step(x, y)
                 self.scheduler.step()

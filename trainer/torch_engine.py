@@ -26,6 +26,7 @@ class TorchEngine(Engine):
     def __init__(self, launch, device):
         super().__init__(launch, device)
         self.distributed = launch.world_size > 1
+        self._rendezvous_set = False
         if not self.distributed:
             return
         if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
@@ -33,8 +34,8 @@ class TorchEngine(Engine):
                 raise UserError(f"launched by {launch.launcher} without MASTER_ADDR/MASTER_PORT set")
             # Under mpirun/srun, rank 0 picks the rendezvous point and MPI tells the others.
             addr, port = mpi.world().bcast((socket.gethostname(), _free_port()), root=0)
-            os.environ.setdefault("MASTER_ADDR", addr)
-            os.environ.setdefault("MASTER_PORT", str(port))
+            os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = addr, str(port)
+            self._rendezvous_set = True
         dist.init_process_group(
             backend="nccl" if device.type == "cuda" else "gloo",
             rank=launch.rank,
@@ -81,3 +82,6 @@ class TorchEngine(Engine):
     def shutdown(self):
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
+        if self._rendezvous_set:  # a later engine in this process picks a fresh port
+            os.environ.pop("MASTER_ADDR", None)
+            os.environ.pop("MASTER_PORT", None)

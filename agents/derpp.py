@@ -1,0 +1,22 @@
+"""`derpp`: DER++ (Buzzega et al., NeurIPS 2020): DER plus beta x cross-entropy on the
+representatives' stored labels. The same R representatives serve both terms (the paper
+draws two batches; one draw halves the buffer traffic, which is what matters at scale)."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from agents.der import DERAgent
+from agents.registry import register
+
+
+@register("derpp")
+class DERPPAgent(DERAgent):
+    defaults = {**DERAgent.defaults, "beta": 0.5}
+
+    def loss(self, logits, ys, b: int, n: int, reps_extras):
+        loss, terms = super().loss(logits, ys, b, n, reps_extras)
+        if n == 0:
+            return loss, terms
+        ce_reps = F.cross_entropy(logits[b:b + n], ys[b:b + n])
+        terms["replay_ce_loss"] = ce_reps.item()
+        return loss + self.options["beta"] * ce_reps, terms

@@ -1,0 +1,110 @@
+#!/usr/bin/env python
+"""Accuracy benchmark: run main.py for several methods and seeds, print a table, write JSON.
+
+    python scripts/bench_accuracy.py                      # baselines: naive, joint, transfer
+    python scripts/bench_accuracy.py --suite rehearsal --seeds 0,1,2
+    python scripts/bench_accuracy.py --ranks 2 -- --epochs 5   # extra args go to main.py
+
+Each method is one main.py run (same flags a user would type); the table gives the mean and
+the spread (sample standard deviation over seeds) of final average accuracy and forgetting,
+and the mean wall time of the run (the whole process, start-up included).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+# method -> main.py flags
+SUITES = {
+    "baselines": {
+        "naive": ["--agent", "base"],
+        "joint": ["--config", "joint"],
+        "transfer": ["--config", "transfer"],
+    },
+    "rehearsal": {
+        "naive": ["--agent", "base"],
+        "joint": ["--config", "joint"],
+        "er (nil_cpp)": ["--agent", "nil_cpp"],
+        "der": ["--agent", "der"],
+        "derpp": ["--agent", "derpp"],
+    },
+}
+
+
+def launch(flags: list[str], ranks: int) -> list[str]:
+    cmd = [sys.executable, str(REPO / "main.py"), *flags]
+    if ranks > 1:
+        cmd = [shutil.which("mpirun") or "mpirun", "-np", str(ranks), "--oversubscribe", "--bind-to", "none", *cmd]
+    return cmd
+
+
+def run_one(flags: list[str], seed: int, ranks: int, results: Path, name: str) -> dict:
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_osc=os.environ.get("OMPI_MCA_osc", "^ucx"), OMPI_MCA_pml=os.environ.get("OMPI_MCA_pml", "^ucx"))
+    cmd = launch([*flags, "--seed", str(seed), "--results-dir", str(results), "--run-name", name,
+                  "--plots", "false", "--tensorboard", "false"], ranks)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    m = json.loads((results / name / "metrics.json").read_text())
+    return {"seed": seed, "final_average_accuracy": m["final_average_accuracy"], "forgetting": m["forgetting"],
+            "average_incremental_accuracy": m["average_incremental_accuracy"], "wall_s": wall,
+            "train_wall_s": m["wall_time_s"]}
+
+
+def summarise(runs: list[dict]) -> dict:
+    def stat(key):
+        v = np.array([r[key] for r in runs])
+        return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+    out = {}
+    for key in ("final_average_accuracy", "forgetting", "average_incremental_accuracy", "wall_s"):
+        out[key + "_mean"], out[key + "_std"] = stat(key)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", choices=sorted(SUITES), default="baselines")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
+    parser.add_argument("--ranks", type=int, default=1)
+    parser.add_argument("--json", default=None, help="write the results here (default: print only)")
+    parser.add_argument("extra", nargs="*", help="flags passed to every main.py run (after --)")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    table = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for method, flags in SUITES[args.suite].items():
+            runs = [run_one([*flags, *args.extra], seed, args.ranks, Path(tmp), f"{method.split()[0]}-s{seed}")
+                    for seed in seeds]
+            table[method] = {"runs": runs, **summarise(runs)}
+            print(f"  done: {method}", file=sys.stderr)
+    pm = "±"
+    print(f"\n{args.suite} on the default data ({len(seeds)} seed(s), {args.ranks} rank(s), extra flags: "
+          f"{' '.join(args.extra) or 'none'})")
+    print(f"{'method':<14} {'final avg acc %':>17} {'forgetting %':>15} {'avg incr acc %':>16} {'wall s':>8}")
+    for method, row in table.items():
+        print(f"{method:<14} {100 * row['final_average_accuracy_mean']:>9.1f} {pm} {100 * row['final_average_accuracy_std']:<5.1f}"
+              f" {100 * row['forgetting_mean']:>7.1f} {pm} {100 * row['forgetting_std']:<5.1f}"
+              f" {100 * row['average_incremental_accuracy_mean']:>16.1f} {row['wall_s_mean']:>8.1f}")
+    result = {"suite": args.suite, "seeds": seeds, "ranks": args.ranks, "extra": args.extra, "methods": table}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    print(json.dumps({m: {k: v for k, v in r.items() if k != "runs"} for m, r in table.items()}))
+
+
+if __name__ == "__main__":
+    main()
