@@ -13,7 +13,7 @@ def register(*names: str, **preset_options):
     def wrap(cls):
         for name in names:
             AGENTS[name] = (cls, dict(preset_options))
-        if not getattr(cls, "name", None) or cls.name == "agent":
+        if "name" not in vars(cls):  # a subclass gets its own name, not its parent's
             cls.name = names[0]
         return cls
 

@@ -106,8 +106,10 @@ def start_engine(backend: str, device_name: str) -> Engine:
         raise UserError("--backend horovod asked for, but Horovod is not installed "
                         "(install it with scripts/install_horovod.sh, or use --backend torch|auto)")
     device = choose_device(device_name, launch)
-    if launch.has_mpi and launch.world_size > 1:
-        mpi.world()  # MPI first, with MPI_THREAD_MULTIPLE, so Horovod and the buffer share it
+    if launch.has_mpi and (backend == "horovod" or launch.world_size > 1):
+        # MPI first, with MPI_THREAD_MULTIPLE, so Horovod and the buffer share it and
+        # Horovod's shutdown does not finalize MPI under the buffer's feet.
+        mpi.world()
     if backend == "horovod":
         from trainer.horovod_engine import HorovodEngine
 

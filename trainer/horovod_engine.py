@@ -12,7 +12,7 @@ class HorovodEngine(Engine):
     name = "horovod"
 
     def __init__(self, launch, device):
-        if launch.has_mpi and launch.world_size > 1:
+        if launch.has_mpi:
             hvd.init(comm=mpi.world())
         else:
             hvd.init()

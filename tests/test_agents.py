@@ -1,0 +1,99 @@
+"""Rehearsal agents as users run them: every agent x buffer, accuracy against the baselines,
+seed-compatible variants, provenance of the representatives, and bad options."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, mpi_env, run_mpi
+from trainer_runs import metrics, run_main
+
+AGENT_BUFFERS = [(a, b) for a in ("er", "der", "derpp") for b in ("native", "native_cat", "python", "local")]
+ALIASES = ["nil", "nil_local", "nil_cpp", "nil_cpp_cat"]
+
+
+def matrix_specs(results, name_prefix, extra):
+    specs = []
+    for agent, buffer in AGENT_BUFFERS:
+        specs.append(["--agent", agent, "--agent-config", f"{{'buffer': '{buffer}'}}",
+                      "--run-name", f"{name_prefix}-{agent}-{buffer}"])
+    specs += [["--agent", a, "--run-name", f"{name_prefix}-{a}"] for a in ALIASES]
+    common = ["--epochs", "1", "--results-dir", str(results), "--plots", "false", "--tensorboard", "false", *extra]
+    return [json.dumps(s + common) for s in specs]
+
+
+def check_matrix(results, name_prefix, world_size):
+    names = [f"{name_prefix}-{a}-{b}" for a, b in AGENT_BUFFERS] + [f"{name_prefix}-{a}" for a in ALIASES]
+    for name in names:
+        m = metrics(results / name)
+        assert m["finished"] and m["world_size"] == world_size, name
+        stats = m["task_stats"][-1]
+        assert stats["global_filled"] > 0 and len(stats["filled_per_rank"]) == world_size, name
+        assert len(stats["filled_per_class_per_rank"][0]) == 10, name
+        assert m["timing"]["mean_wait_s"] >= 0.0
+
+
+def test_every_agent_and_buffer_one_process(tmp_path):
+    script = str(REPO / "tests/mpi_jobs/run_main_many.py")
+    proc = subprocess.run([sys.executable, script, *matrix_specs(tmp_path, "p1", [])], cwd=REPO,
+                          env=mpi_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    check_matrix(tmp_path, "p1", 1)
+
+
+def test_every_agent_and_buffer_two_ranks(tmp_path):
+    script = str(REPO / "tests/mpi_jobs/run_main_many.py")
+    run_mpi(2, [sys.executable, script, *matrix_specs(tmp_path, "p2", ["--backend", "torch"])], timeout=900)
+    check_matrix(tmp_path, "p2", 2)
+
+
+@pytest.fixture(scope="module")
+def accuracies(tmp_path_factory):
+    """Final average accuracy of naive, er (10% buffer), der, derpp and the nil variants,
+    default experiment, seed 0, one process."""
+    results = tmp_path_factory.mktemp("accuracy")
+    runs = {"naive": ["--agent", "base"], "er": ["--agent", "er", "--agent-config", "{'rehearsal_ratio': 10}"],
+            "der": ["--agent", "der"], "derpp": ["--agent", "derpp"],
+            "nil": ["--agent", "nil"], "nil_cpp": ["--agent", "nil_cpp"], "nil_cpp_cat": ["--agent", "nil_cpp_cat"]}
+    specs = [json.dumps([*flags, "--run-name", name, "--results-dir", str(results), "--plots", "false",
+                         "--tensorboard", "false"]) for name, flags in runs.items()]
+    proc = subprocess.run([sys.executable, str(REPO / "tests/mpi_jobs/run_main_many.py"), *specs], cwd=REPO,
+                          env=mpi_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return {name: metrics(results / name)["final_average_accuracy"] for name in runs}
+
+
+@pytest.mark.parametrize("agent", ["er", "der", "derpp"])
+def test_rehearsal_beats_naive_by_40_points(accuracies, agent):
+    assert accuracies[agent] >= accuracies["naive"] + 0.40, accuracies
+
+
+def test_seed_compatible_variants_agree_within_5_points(accuracies):
+    values = [accuracies[a] for a in ("nil", "nil_cpp", "nil_cpp_cat")]
+    assert max(values) - min(values) <= 0.05, accuracies
+
+
+@pytest.mark.parametrize("agent", ["nil_cpp", "nil", "nil_local"])
+def test_global_sampling_rehearses_the_other_ranks_samples(tmp_path, agent):
+    proc = run_mpi(2, [sys.executable, str(REPO / "tests/mpi_jobs/agent_provenance.py"), agent, str(tmp_path)],
+                   timeout=300)
+    assert proc.stdout.count("inserted only by another rank") == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--agent", "er", "--agent-config", "{'num_reps': 8}"],
+     "unknown --agent-config key 'num_reps' for agent er; valid keys: async, buffer, global_sampling, "
+     "num_representatives, rehearsal_ratio, slots_per_class"),
+    (["--agent", "er", "--agent-config", "{'buffer': 'gpu'}"],
+     "--agent-config buffer='gpu' for agent er; valid values: 'native', 'native_cat', 'python', 'local'"),
+    (["--agent", "der", "--agent-config", "{'alpha': 'high'}"], "alpha for agent der must be float"),
+    (["--agent", "nil_cpp", "--agent-config", "{'buffer': 'python'}"], "agent nil_cpp fixes buffer='native'"),
+    (["--agent", "er", "--agent-config", "{'rehearsal_ratio': 0}"], "rehearsal_ratio is a percentage"),
+])
+def test_bad_agent_config_is_one_clear_line(tmp_path, flags, message):
+    proc = subprocess.run([sys.executable, "main.py", *flags, "--results-dir", str(tmp_path)], cwd=REPO,
+                          env=mpi_env(), capture_output=True, text=True, timeout=120)
+    lines = [l for l in proc.stderr.splitlines() if l.strip() and "osc_ucx" not in l]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and message in lines[0], proc.stderr
