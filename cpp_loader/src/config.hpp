@@ -1,0 +1,34 @@
+// What a buffer is: K classes x N slots per rank, the sample shape and dtype, extras per slot.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cpp_loader {
+
+enum class DType : int { uint8 = 0, float32 = 1, float16 = 2 };
+
+int64_t dtype_size(DType dtype);
+const char* dtype_name(DType dtype);
+
+struct Config {
+  int64_t num_classes = 0;
+  int64_t slots_per_class = 0;
+  std::vector<int64_t> sample_shape;
+  DType dtype = DType::uint8;
+  int64_t num_extras = 0;
+  uint64_t seed = 0;
+
+  int64_t slots() const { return num_classes * slots_per_class; }
+  int64_t sample_elements() const;
+  int64_t sample_bytes() const { return sample_elements() * dtype_size(dtype); }
+  // "" when valid, else what is wrong (expected vs got).
+  std::string problem() const;
+  // Canonical "name=value" fields, ';'-separated, compared across ranks at construction.
+  std::string describe() const;
+};
+
+std::string shape_string(const std::vector<int64_t>& shape);
+
+}  // namespace cpp_loader

@@ -1,0 +1,226 @@
+#include "py_buffer.hpp"
+
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "buffer.hpp"
+
+namespace py = pybind11;
+
+namespace cpp_loader {
+namespace {
+
+std::string shape_of(const py::array& a) {
+  std::vector<int64_t> shape(a.shape(), a.shape() + a.ndim());
+  return shape_string(shape);
+}
+
+std::string dtype_of(const py::array& a) { return py::str(a.dtype()); }
+
+// Checks dtype, C-contiguity, writability and the trailing dimensions of `a`; returns its
+// number of rows. expected_tail is the shape after the first dimension.
+int64_t check_array(const py::array& a, const char* name, const std::string& dtype,
+                    const std::vector<int64_t>& expected_tail, bool writable) {
+  std::string expected = "(n";
+  for (int64_t d : expected_tail) expected += ", " + std::to_string(d);
+  expected += expected_tail.empty() ? ",)" : ")";
+  if (dtype_of(a) != dtype)
+    throw std::invalid_argument(std::string(name) + " has dtype " + dtype_of(a) + ", expected " + dtype);
+  bool shape_ok = a.ndim() == static_cast<py::ssize_t>(expected_tail.size() + 1);
+  for (size_t i = 0; shape_ok && i < expected_tail.size(); ++i) shape_ok = a.shape(i + 1) == expected_tail[i];
+  if (!shape_ok)
+    throw std::invalid_argument(std::string(name) + " has shape " + shape_of(a) + ", expected " + expected);
+  if (!(a.flags() & py::array::c_style))
+    throw std::invalid_argument(std::string(name) + " must be C-contiguous (got strides of a view); "
+                                "pass np.ascontiguousarray(" + name + ")");
+  if (writable && !a.writeable()) throw std::invalid_argument(std::string(name) + " is read-only");
+  return a.shape(0);
+}
+
+Output check_outputs(const Buffer& b, int64_t r, py::array out_x, py::array out_y, const py::object& out_extras) {
+  const Config& c = b.config();
+  if (r <= 0) throw std::invalid_argument("r must be positive, got " + std::to_string(r));
+  const int64_t rows_x = check_array(out_x, "out_x", dtype_name(c.dtype), c.sample_shape, true);
+  const int64_t rows_y = check_array(out_y, "out_y", "int64", {}, true);
+  int64_t rows = std::min(rows_x, rows_y);
+  float* extras = nullptr;
+  if (c.num_extras) {
+    if (out_extras.is_none())
+      throw std::invalid_argument("out_extras is required (num_extras=" + std::to_string(c.num_extras) + ")");
+    auto e = py::cast<py::array>(out_extras);
+    rows = std::min(rows, check_array(e, "out_extras", "float32", {c.num_extras}, true));
+    extras = static_cast<float*>(e.mutable_data());
+  } else if (!out_extras.is_none()) {
+    throw std::invalid_argument("out_extras given but the buffer has num_extras=0");
+  }
+  if (rows < r)
+    throw std::invalid_argument("output arrays hold " + std::to_string(rows) + " rows, need at least r=" +
+                                std::to_string(r) + " (out_x " + shape_of(out_x) + ", out_y " + shape_of(out_y) + ")");
+  return Output{static_cast<std::byte*>(out_x.mutable_data()), static_cast<int64_t*>(out_y.mutable_data()),
+                extras, rows};
+}
+
+void add(Buffer& b, const py::array& x, const py::array& y, const py::object& extras) {
+  const Config& c = b.config();
+  const int64_t n = check_array(x, "x", dtype_name(c.dtype), c.sample_shape, false);
+  const std::string y_dtype = dtype_of(y);
+  if (y_dtype != "int64" && y_dtype != "int32")
+    throw std::invalid_argument("y has dtype " + y_dtype + ", expected int64 (or int32)");
+  if (check_array(y, "y", y_dtype, {}, false) != n)
+    throw std::invalid_argument("y has " + std::to_string(y.shape(0)) + " labels but x has " +
+                                std::to_string(n) + " samples");
+  std::vector<int64_t> widened;
+  const int64_t* labels = static_cast<const int64_t*>(y.data());
+  if (y_dtype == "int32") {
+    const auto* narrow = static_cast<const int32_t*>(y.data());
+    widened.assign(narrow, narrow + n);
+    labels = widened.data();
+  }
+  const float* extras_data = nullptr;
+  if (c.num_extras) {
+    if (extras.is_none())
+      throw std::invalid_argument("extras is required (num_extras=" + std::to_string(c.num_extras) + ")");
+    auto e = py::cast<py::array>(extras);
+    if (check_array(e, "extras", "float32", {c.num_extras}, false) != n)
+      throw std::invalid_argument("extras has " + std::to_string(e.shape(0)) + " rows but x has " +
+                                  std::to_string(n) + " samples");
+    extras_data = static_cast<const float*>(e.data());
+  } else if (!extras.is_none()) {
+    throw std::invalid_argument("extras given but the buffer has num_extras=0");
+  }
+  py::gil_scoped_release release;
+  b.add(static_cast<const std::byte*>(x.data()), labels, extras_data, n);
+}
+
+py::dict stats(const Buffer& b) {
+  const Stats s = [&] {
+    py::gil_scoped_release release;
+    return b.stats();
+  }();
+  py::dict d;
+  d["seen_per_class"] = s.seen_per_class;
+  d["filled_per_class"] = s.filled_per_class;
+  d["filled"] = s.filled;
+  d["filled_per_rank"] = s.filled_per_rank;
+  d["global_filled"] = s.global_filled;
+  d["last_draw_seconds"] = s.last_draw_seconds;
+  d["bytes_read_remote"] = s.bytes_read_remote;
+  d["bytes_read_local"] = s.bytes_read_local;
+  d["draws"] = s.draws;
+  return d;
+}
+
+std::vector<int64_t> slot_shape(const Config& c, std::vector<int64_t> tail) {
+  tail.insert(tail.begin(), c.slots());
+  return tail;
+}
+
+// The slice's arrays and counters; the Python layer adds the kind marker and configuration.
+py::dict save(const Buffer& b) {
+  const Config& c = b.config();
+  py::array samples(py::dtype(dtype_name(c.dtype)), slot_shape(c, c.sample_shape));
+  py::array_t<int64_t> labels(c.slots());
+  py::array_t<float> extras(std::vector<int64_t>{c.slots(), c.num_extras});
+  py::array_t<int64_t> seen(c.num_classes), filled(c.num_classes);
+  StateView view{static_cast<std::byte*>(samples.mutable_data()), labels.mutable_data(), extras.mutable_data(),
+                 seen.mutable_data(), filled.mutable_data()};
+  std::string insertion, draw;
+  {
+    py::gil_scoped_release release;
+    draw = b.draw_generator_state();  // first: refuses while a draw is in flight
+    b.save(view);
+    insertion = b.insertion_generator_state();
+  }
+  py::dict d;
+  d["samples"] = samples;
+  d["labels"] = labels;
+  d["extras"] = extras;
+  d["seen_per_class"] = seen;
+  d["filled_per_class"] = filled;
+  d["insertion_generator"] = insertion;
+  d["draw_generator"] = draw;
+  return d;
+}
+
+void load(Buffer& b, const py::array& samples, const py::array& labels, const py::array& extras,
+          const py::array& seen, const py::array& filled, const std::string& insertion, const std::string& draw) {
+  const Config& c = b.config();
+  const auto rows = [&](const py::array& a, const char* name, const char* dtype, std::vector<int64_t> tail,
+                        int64_t expected) {
+    if (check_array(a, name, dtype, tail, false) != expected)
+      throw std::invalid_argument(std::string(name) + " has shape " + shape_of(a) + ", expected " +
+                                  std::to_string(expected) + " rows");
+  };
+  rows(samples, "samples", dtype_name(c.dtype), c.sample_shape, c.slots());
+  rows(labels, "labels", "int64", {}, c.slots());
+  rows(extras, "extras", "float32", {c.num_extras}, c.slots());
+  rows(seen, "seen_per_class", "int64", {}, c.num_classes);
+  rows(filled, "filled_per_class", "int64", {}, c.num_classes);
+  // The view is read only; StateView's pointers are non-const because save() shares it.
+  StateView view{static_cast<std::byte*>(const_cast<void*>(samples.data())),
+                 static_cast<int64_t*>(const_cast<void*>(labels.data())),
+                 static_cast<float*>(const_cast<void*>(extras.data())),
+                 static_cast<int64_t*>(const_cast<void*>(seen.data())),
+                 static_cast<int64_t*>(const_cast<void*>(filled.data()))};
+  py::gil_scoped_release release;
+  b.load(view, insertion, draw);
+}
+
+std::unique_ptr<Buffer> make(int64_t num_classes, int64_t slots_per_class, std::vector<int64_t> sample_shape,
+                             int dtype, int64_t num_extras, uint64_t seed, uintptr_t comm_address,
+                             std::string argument_error) {
+  if (dtype < 0 || dtype > 2) {
+    if (argument_error.empty()) argument_error = "dtype code " + std::to_string(dtype) + " is not 0, 1 or 2";
+    dtype = 0;
+  }
+  const Config config{num_classes, slots_per_class, std::move(sample_shape), static_cast<DType>(dtype),
+                      num_extras, seed};
+  if (comm_address == 0) throw std::invalid_argument("comm address is null");
+  const MPI_Comm comm = *reinterpret_cast<const MPI_Comm*>(comm_address);
+  py::gil_scoped_release release;
+  return std::make_unique<Buffer>(config, comm, argument_error);
+}
+
+}  // namespace
+
+void bind_buffer(py::module_& m) {
+  py::class_<Buffer>(m, "Buffer", "One rank's slice of the global rehearsal buffer (see cpp_loader.Buffer).")
+      .def(py::init(&make), py::arg("num_classes"), py::arg("slots_per_class"), py::arg("sample_shape"),
+           py::arg("dtype"), py::arg("num_extras"), py::arg("seed"), py::arg("comm_address"),
+           py::arg("argument_error") = "")
+      .def_property_readonly("rank", &Buffer::rank)
+      .def_property_readonly("world_size", &Buffer::world_size)
+      .def_property_readonly("closed", &Buffer::closed)
+      .def_property_readonly("in_flight", &Buffer::in_flight)
+      .def_property_readonly("thread_multiple", &Buffer::thread_multiple)
+      .def("add", &add, py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("extras") = py::none())
+      .def(
+          "sample",
+          [](Buffer& b, int64_t r, py::array out_x, py::array out_y, py::object out_extras) {
+            const Output out = check_outputs(b, r, out_x, out_y, out_extras);
+            py::gil_scoped_release release;
+            return b.sample(r, out);
+          },
+          py::arg("r"), py::arg("out_x").noconvert(), py::arg("out_y").noconvert(), py::arg("out_extras") = py::none())
+      .def(
+          "start",
+          [](Buffer& b, int64_t r, py::array out_x, py::array out_y, py::object out_extras) {
+            const Output out = check_outputs(b, r, out_x, out_y, out_extras);
+            py::gil_scoped_release release;
+            b.start(r, out);
+          },
+          py::arg("r"), py::arg("out_x").noconvert(), py::arg("out_y").noconvert(), py::arg("out_extras") = py::none())
+      .def("wait", &Buffer::wait, py::call_guard<py::gil_scoped_release>())
+      .def("stats", &stats)
+      .def("save", &save)
+      .def("load", &load)
+      .def("close", &Buffer::close, py::call_guard<py::gil_scoped_release>());
+}
+
+}  // namespace cpp_loader

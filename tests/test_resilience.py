@@ -1,0 +1,94 @@
+"""Checkpoint, kill, resume; a checkpoint cut short; a rank that dies ends the whole job."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, mpi_env, mpirun_command
+from trainer_runs import metrics, run_main
+
+RUN = ["--agent", "nil_cpp", "--epochs", "4", "--checkpoint-every", "1", "--seed", "5",
+       "--plots", "false", "--tensorboard", "false"]
+
+
+def start(args, results: Path, name: str, ranks: int):
+    argv = [sys.executable, "main.py", *args, "--results-dir", str(results), "--run-name", name]
+    if ranks > 1:
+        argv = mpirun_command(ranks, argv)
+    return subprocess.Popen(argv, cwd=REPO, env=mpi_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
+def kill_after(proc, marker: Path, timeout=240):
+    """SIGKILL the whole job as soon as `marker` exists (a checkpoint in the middle of a task)."""
+    deadline = time.time() + timeout
+    while not marker.exists():
+        assert proc.poll() is None, f"run ended before {marker} appeared: {proc.stderr.read()[-3000:]}"
+        assert time.time() < deadline, f"{marker} never appeared"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_killed_run_resumes_to_the_same_accuracy_matrix(tmp_path, ranks):
+    backend = ["--backend", "torch"]
+    _, reference = run_main([*RUN, *backend], tmp_path, "reference", ranks=ranks)
+    proc = start([*RUN, *backend], tmp_path, "killed", ranks)
+    kill_after(proc, tmp_path / "killed/checkpoints/t001-e0002/COMPLETE")
+    killed = tmp_path / "killed"
+    assert not (killed / "metrics.json").exists() or not metrics(killed)["finished"]
+    # a checkpoint the kill cut short: files half written, never marked complete
+    partial = killed / "checkpoints/t009-e0001"
+    partial.mkdir()
+    (partial / "shared.pt").write_bytes(b"\x80\x02truncated")
+    (partial / "rank0.pt.tmp").write_bytes(b"half")
+    _, resumed = run_main(["--resume", str(killed), "--backend", "torch"], tmp_path, "ignored", ranks=ranks)
+    assert resumed == tmp_path / "ignored"  # run_main's name is unused: resume continues `killed`
+    final = metrics(killed)
+    assert final["finished"] and "resumed from" in (killed / "log_rank0.txt").read_text()
+    a, b = np.array(metrics(reference)["accuracy_matrix"][-1]), np.array(final["accuracy_matrix"][-1])
+    if ranks == 1:
+        assert metrics(reference)["accuracy_matrix"] == final["accuracy_matrix"]  # bit-identical
+    else:
+        assert abs(a.mean() - b.mean()) <= 0.01, (a, b)
+
+
+def test_resume_refuses_another_world_size(tmp_path):
+    run_main(["--epochs", "1", "--plots", "false"], tmp_path, "one")
+    proc, _ = run_main(["--resume", str(tmp_path / "one"), "--backend", "torch"], tmp_path, "x", ranks=2,
+                       check=False)
+    assert proc.returncode != 0
+    assert "written by 1 ranks, this job has 2" in proc.stderr
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run([sys.executable, "main.py", "--resume", str(tmp_path / "empty")], cwd=REPO,
+                          env=mpi_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no complete checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+
+
+BACKENDS = ["torch", "horovod"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["raise", "kill"])
+def test_a_dying_rank_ends_the_job_with_its_name(tmp_path, backend, mode):
+    flags = ["--backend", backend, "--results-dir", str(tmp_path), "--epochs", "3", "--plots", "false"]
+    argv = mpirun_command(2, [sys.executable, str(REPO / "tests/mpi_jobs/die.py"), mode, "1", "--", *flags])
+    started = time.time()
+    proc = subprocess.run(argv, cwd=REPO, env=mpi_env(), capture_output=True, text=True, timeout=120)
+    elapsed = time.time() - started
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert elapsed < 60, f"the job took {elapsed:.0f}s to end"
+    if mode == "raise":
+        assert "rank 1 of 2 failed: RuntimeError: injected failure" in out, out[-3000:]
+    else:
+        assert "rank 1" in out and ("signal 9" in out or "Killed" in out), out[-3000:]
