@@ -24,7 +24,8 @@ class _Batches(torch.utils.data.Dataset):
     def __getitem__(self, b: int):
         if not 0 <= b < self.num_batches:
             raise IndexError(b)
-        return self.split.take(self.indices[b * self.batch_size:(b + 1) * self.batch_size])
+        x, y = self.split.take(self.indices[b * self.batch_size:(b + 1) * self.batch_size])
+        return x.contiguous(), y.contiguous()  # the rehearsal buffer reads rows in place
 
 
 def make_loader(split: Split, indices, batch_size: int, workers: int = 0, pin_memory: bool = False,
