@@ -30,6 +30,7 @@ def check_choices(cfg: dict) -> None:
 
 
 def run(cfg: dict, engine) -> dict:
+    from agents import agent_class
     from data import load_dataset
     from trainer import results, resume
     from trainer.loop import TaskLoop
@@ -37,6 +38,8 @@ def run(cfg: dict, engine) -> dict:
     run_dir, checkpoint_dir = resume.locate(cfg)
     if run_dir is not None:
         cfg = resume.saved_config(run_dir, cfg)
+    cls, fixed = agent_class(cfg["agent"])
+    cls.check_launch(cls.check_options({**cfg["agent_config"], **fixed}), engine)
     dataset = load_dataset(cfg["dataset"], cfg["dataset_dir"], cfg["dataset_config"])
     if run_dir is None:
         run_dir = results.make_run_dir(cfg, engine)

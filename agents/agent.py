@@ -78,6 +78,10 @@ class Agent:
                                     f"{kind.__name__}, got {value!r}")
         return merged
 
+    @classmethod
+    def check_launch(cls, options: dict, engine) -> None:
+        """Refuse, before anything is written, a job this agent cannot run in."""
+
     # Lifecycle hooks, called by the task loop.
     def before_training(self) -> None:
         """Once, before the first task (buffers are sized and created here)."""

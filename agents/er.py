@@ -40,18 +40,27 @@ class ERAgent(Agent):
     choices = {"buffer": BUFFERS, "global_sampling": (True, False), "async": (True, False)}
     num_extras = 0  # floats stored with each sample (DER stores logits)
 
+    @staticmethod
+    def buffer_kind(options: dict) -> str:
+        if not options["global_sampling"]:
+            return "local"
+        return {"native": "native", "native_cat": "native", "python": "python", "local": "local"}[options["buffer"]]
+
+    @classmethod
+    def check_launch(cls, options: dict, engine) -> None:
+        if options["num_representatives"] < 1:
+            raise UserError(f"--agent-config num_representatives must be at least 1, "
+                            f"got {options['num_representatives']}")
+        if engine.mpi_comm is None and cls.buffer_kind(options) != "local":
+            raise UserError(f"global sampling needs the ranks connected by MPI, and this job was launched by "
+                            f"{engine.launch.launcher}; launch with mpirun/srun/horovodrun, or use "
+                            f"--agent-config \"{{'buffer': 'local'}}\"")
+
     def before_training(self) -> None:
         o, ctx = self.options, self.ctx
-        if o["num_representatives"] < 1:
-            raise UserError(f"--agent-config num_representatives must be at least 1, got {o['num_representatives']}")
-        kind = {"native": "native", "native_cat": "native", "python": "python", "local": "local"}[o["buffer"]]
-        if not o["global_sampling"]:
-            kind = "local"
+        self.check_launch(o, ctx.engine)
+        kind = self.buffer_kind(o)
         comm = ctx.engine.mpi_comm
-        if comm is None and kind != "local":
-            raise UserError(f"global sampling needs the ranks connected by MPI, and this job was launched by "
-                            f"{ctx.engine.launch.launcher}; launch with mpirun/srun/horovodrun, or use "
-                            f"--agent-config \"{{'buffer': 'local'}}\"")
         if comm is None:
             from mpi4py import MPI  # a rank-local buffer needs no peers
 

@@ -144,7 +144,8 @@ class TaskLoop:
             self.optimizer.load_state_dict(shared["optimizer"])
             self.scheduler.load_state_dict(shared["scheduler"])
         checkpoint.set_rng_state(own["rng"])
-        log.info("resumed from %s: task %d, epoch %d", folder, self.start_task, self.start_epoch)
+        log.info("resumed from %s: continuing at task %d, epoch %d", folder, self.start_task + 1,
+                 self.start_epoch + 1)
 
     # ---------------------------------------------------------------- the run
     def run(self, resume: Path | None = None) -> dict:
@@ -229,7 +230,7 @@ class TaskLoop:
 
     def _write(self, final: bool) -> dict:
         result = self.recorder.metrics(self._throughput_total())
-        result.update(agent=self.cfg["agent"], engine=self.engine.name, launcher=self.engine.launch.launcher,
+        result.update(agent=self.cfg["agent"], preset=self.cfg.get("preset"), engine=self.engine.name, launcher=self.engine.launch.launcher,
                       device=str(self.engine.device), finished=final, results_dir=str(self.run_dir))
         if self.rank == 0:
             results.write_metrics(self.run_dir, result)

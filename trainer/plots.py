@@ -102,7 +102,8 @@ def compare(run_dirs: list[Path], out: Path) -> tuple[Path, str]:
         metrics = load_metrics(run_dir)
         m = _matrix(metrics)
         ax.plot(np.arange(1, len(m) + 1), 100 * np.nanmean(m, axis=1), marker="o", label=run_dir.name)
-        lines.append(f"| {run_dir.name} | {metrics.get('agent', '')} | {100 * metrics['final_average_accuracy']:.1f} "
+        method = metrics.get("agent", "") + (f" ({metrics['preset']})" if metrics.get("preset") else "")
+        lines.append(f"| {run_dir.name} | {method} | {100 * metrics['final_average_accuracy']:.1f} "
                      f"| {100 * metrics['average_incremental_accuracy']:.1f} | {100 * metrics['forgetting']:.1f} "
                      f"| {100 * metrics['backward_transfer']:.1f} | {metrics['wall_time_s']:.1f} |")
     ax.set_xlabel("tasks trained")

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Run the trainer on NP ranks per node with torchrun and the torch.distributed engine (DDP;
+# gloo on CPU, NCCL on GPU); extra arguments go to main.py.
+#
+#   scripts/launch/torchrun.sh                        # the default experiment on 2 ranks
+#   NP=4 scripts/launch/torchrun.sh --epochs 3
+#   NNODES=2 RDZV_ENDPOINT=node1:29400 NP=4 scripts/launch/torchrun.sh   # on each node
+#
+# Edit (or set in the environment):
+#   NP             ranks per node (default 2; e.g. the number of GPUs per node)
+#   NNODES         nodes (default 1: a standalone rendezvous on a free local port)
+#   RDZV_ENDPOINT  host:port of the rendezvous, needed when NNODES > 1 (run this script on
+#                  every node with the same value)
+#   RDZV_ID        job id shared by the nodes (default: cl-trainer)
+#   TORCHRUN_ARGS  more torchrun options (--max-restarts, --log-dir ...)
+# Under torchrun there is no MPI between ranks, so the global rehearsal buffers (er with
+# nil, nil_cpp, nil_cpp_cat) are unavailable (the trainer says so); base and the local
+# buffer (nil_local) work. torchrun sets OMP_NUM_THREADS=1 per rank unless you set it.
+# Runs from the repository root (relative paths, config.yaml).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# The set-up script's venv, when there is one and none is active: its python and mpirun.
+if [ -z "${VIRTUAL_ENV:-}" ] && [ -x .venv/bin/python ]; then
+  export PATH="$PWD/.venv/bin:$PATH"
+fi
+
+NP=${NP:-2}
+NNODES=${NNODES:-1}
+if [ "$NNODES" -gt 1 ]; then
+  rdzv=(--nnodes "$NNODES" --rdzv-backend c10d
+        --rdzv-endpoint "${RDZV_ENDPOINT:?set RDZV_ENDPOINT=host:port for a run on $NNODES nodes}"
+        --rdzv-id "${RDZV_ID:-cl-trainer}")
+else
+  rdzv=(--standalone)
+fi
+# shellcheck disable=SC2086  # TORCHRUN_ARGS is a list of options, split on purpose
+exec torchrun "${rdzv[@]}" --nproc-per-node "$NP" ${TORCHRUN_ARGS:-} main.py --backend torch "$@"
