@@ -2,8 +2,8 @@
 """Rehearsal overhead: per-step time of nil_cpp, nil_cpp_cat, nil and nil_local against base at
 the same B, on 1 and 2 ranks, every configuration of a rank count run in the same job.
 
-    python scripts/bench_overhead.py                       # resnet18, synthetic 3x32x32, B=32, R=32
-    python scripts/bench_overhead.py --ranks 1 --model mnistnet --json overhead.json
+    python scripts/bench_overhead.py                       # mnistnet, synthetic 3x32x32, B=32, R=32
+    python scripts/bench_overhead.py --ranks 1,2 --model resnet18 --json overhead.json   # on GPUs
 
 Reported per agent: median step time (ms) split into load / wait-for-representatives / train,
 overhead = step / step(base), the compute floor (B+R)/B, step / (base x (B+R)/B), and the wait
@@ -26,7 +26,7 @@ AGENTS = ("base", "nil_cpp", "nil_cpp_cat", "nil", "nil_local")
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ranks", default="1,2")
-    p.add_argument("--model", default="resnet18")
+    p.add_argument("--model", default="mnistnet", help="resnet18 on a GPU; mnistnet keeps a CPU step at tens of ms")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--reps", type=int, default=32, help="R, representatives per step")
     p.add_argument("--train-size", type=int, default=2560, help="synthetic training samples (all ranks)")
