@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import REPO, mpi_env, run_mpi
-from trainer_runs import metrics, run_main
+from trainer_runs import metrics
 
 AGENT_BUFFERS = [(a, b) for a in ("er", "der", "derpp") for b in ("native", "native_cat", "python", "local")]
 ALIASES = ["nil", "nil_local", "nil_cpp", "nil_cpp_cat"]
