@@ -156,8 +156,10 @@ int64_t Buffer::draw(int64_t r, Output out, const std::vector<int32_t>& snapshot
   const auto t0 = std::chrono::steady_clock::now();
   const auto K = static_cast<int>(config_.num_classes);
   std::vector<int32_t> fill(static_cast<size_t>(world_size_) * K);
-  mpi::check(MPI_Allgather(snapshot.data(), K, MPI_INT32_T, fill.data(), K, MPI_INT32_T, comm_.get()),
-             "MPI_Allgather");
+  MPI_Request gather = MPI_REQUEST_NULL;
+  mpi::check(MPI_Iallgather(snapshot.data(), K, MPI_INT32_T, fill.data(), K, MPI_INT32_T, comm_.get(), &gather),
+             "MPI_Iallgather");
+  mpi::wait_yielding(gather, "MPI_Iallgather");
   const std::vector<SlotRef> refs = sampler_.draw(fill, r);
   const auto n = static_cast<int64_t>(refs.size());
   std::vector<int64_t> slots(refs.size());

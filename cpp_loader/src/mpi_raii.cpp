@@ -1,6 +1,8 @@
 #include "mpi_raii.hpp"
 
+#include <chrono>
 #include <numeric>
+#include <thread>
 
 namespace cpp_loader::mpi {
 
@@ -56,6 +58,16 @@ std::vector<std::string> allgather_strings(MPI_Comm comm, const std::string& min
   std::vector<std::string> out;
   for (int p = 0; p < size; ++p) out.push_back(all.substr(offsets[p], lengths[p]));
   return out;
+}
+
+void wait_yielding(MPI_Request& request, const char* what) {
+  constexpr int kSpins = 200;
+  for (int i = 0;; ++i) {
+    int done = 0;
+    check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), what);
+    if (done) return;
+    if (i >= kSpins) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
 }
 
 }  // namespace cpp_loader::mpi

@@ -117,4 +117,9 @@ class LockEpoch {
 // Every rank's string, in rank order (two collectives: lengths, then the characters).
 std::vector<std::string> allgather_strings(MPI_Comm comm, const std::string& mine);
 
+// Complete a nonblocking operation without burning a core: test in a short spin, then sleep
+// between tests. Blocking MPI calls busy-poll, and a background thread that spins while its
+// peers are still training steals the core the training runs on.
+void wait_yielding(MPI_Request& request, const char* what);
+
 }  // namespace cpp_loader::mpi
