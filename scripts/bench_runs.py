@@ -46,12 +46,13 @@ def steps_after_warmup(run_dir: Path, skip: int) -> list[dict]:
     return rows
 
 
-def step_breakdown(run_dir: Path, skip: int = 5) -> dict:
-    """Median load / wait / train / step seconds over ranks and steps (after warm-up), and the
-    mean samples per step and rank."""
+def step_breakdown(run_dirs, skip: int = 5) -> dict:
+    """Median load / wait / train / step seconds over ranks, steps (after warm-up) and the runs
+    in `run_dirs` (one folder or several), and the mean samples per step and rank."""
     import statistics
 
-    rows = steps_after_warmup(run_dir, skip)
+    dirs = [run_dirs] if isinstance(run_dirs, Path) else list(run_dirs)
+    rows = [row for d in dirs for row in steps_after_warmup(d, skip)]
     col = lambda k: [float(r[k]) for r in rows]  # noqa: E731
     step = [float(r["load_s"]) + float(r["wait_s"]) + float(r["train_s"]) for r in rows]
     return {"load_s": statistics.median(col("load_s")), "wait_s": statistics.median(col("wait_s")),
