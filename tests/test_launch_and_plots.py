@@ -61,7 +61,7 @@ def test_compare_results_plot_and_table(runs, tmp_path):
     assert_png(out / "comparison.png")
     table = (out / "comparison.md").read_text()
     for text in (proc.stdout, table):
-        assert "| naive | base |" in text and "| joint | base |" in text
+        assert "| naive | base |" in text and "| joint | base (joint) |" in text  # preset named
         assert "final avg acc" in text
 
 
