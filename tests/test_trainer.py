@@ -60,3 +60,10 @@ def test_other_scenarios_run(tmp_path, preset):
     _, run = run_main(["--config", preset, "--epochs", "1", "--plots", "false"], tmp_path, preset)
     m = metrics(run)
     assert m["num_tasks"] == 3 and m["finished"]
+
+
+def test_augmented_rehearsal_run(tmp_path):
+    _, run = run_main(["--augment", "true", "--agent", "nil_cpp", "--epochs", "1", "--plots", "false"],
+                      tmp_path, "augment")
+    m = metrics(run)
+    assert m["finished"] and m["task_stats"][-1]["global_filled"] > 0

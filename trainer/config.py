@@ -59,6 +59,8 @@ OPTIONS = (
     Option("log_level", str, "info", "log level", LOG_LEVELS),
     Option("device", str, "auto", "device to train on", DEVICES),
     Option("workers", int, 0, "data loader worker processes per rank"),
+    Option("augment", bool, False, "random crop (padding: width/8) and horizontal flip of training "
+           "batches, new samples and representatives alike, on the device"),
     Option("checkpoint_every", int, 0, "also checkpoint every N epochs inside a task (0: only after each task)"),
     Option("resume", str, None, "resume from the last complete checkpoint of this results folder "
            "(`--resume` alone: the --run-name folder)", metavar="PATH"),

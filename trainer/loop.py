@@ -24,7 +24,7 @@ from data.sharding import shard_epoch
 from models import build_model
 from trainer import checkpoint, results
 from trainer.evaluation import evaluate
-from trainer.preprocess import Normalize
+from trainer.preprocess import Normalize, RandomCropFlip
 from trainer.telemetry import Telemetry
 
 log = logging.getLogger("trainer")
@@ -69,10 +69,14 @@ class TaskLoop:
         self.module = self._new_model(seed=cfg["seed"]).to(engine.device)
         self.model = engine.wrap_model(self.module)
         self.preprocess = Normalize(self.dataset.mean, self.dataset.std, engine.device)
+        train_preprocess = self.preprocess
+        if cfg["augment"]:
+            padding = max(1, self.dataset.sample_shape[-1] // 8)  # 4 pixels for 32x32 images
+            train_preprocess = torch.nn.Sequential(RandomCropFlip(padding), self.preprocess)
         train_targets = self.dataset.train.targets
         self.ctx = AgentContext(
             model=self.model, module=self.module, engine=engine, device=engine.device,
-            preprocess=self.preprocess, num_classes=self.dataset.num_classes,
+            preprocess=train_preprocess, num_classes=self.dataset.num_classes,
             sample_shape=tuple(self.dataset.sample_shape),
             train_size=int(sum(len(t.train_indices) for t in self._distinct_train_tasks())),
             batch_size=cfg["batch_size"], seed=cfg["seed"], reset_model=self.reset_model,

@@ -19,3 +19,27 @@ class Normalize(torch.nn.Module):
         if x.dtype == torch.uint8:
             return (x.float() - self.mean * 255.0) * self.scale
         return (x.float() * 255.0 - self.mean * 255.0) * self.scale
+
+
+class RandomCropFlip(torch.nn.Module):
+    """Training-time augmentation on the device, batch-wise: a random crop of the image padded
+    by `padding` pixels (zeros) and a random horizontal flip, per sample (the usual CIFAR recipe:
+    padding 4 on 32x32).
+    Applied to the new samples and the representatives alike, after the draw."""
+
+    def __init__(self, padding: int = 4):
+        super().__init__()
+        self.padding = padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        p = self.padding
+        padded = torch.nn.functional.pad(x, (p, p, p, p))
+        dy = torch.randint(0, 2 * p + 1, (n, 1, 1), device=x.device)
+        dx = torch.randint(0, 2 * p + 1, (n, 1, 1), device=x.device)
+        rows = (torch.arange(h, device=x.device).view(1, h, 1) + dy).expand(n, h, w)
+        cols = (torch.arange(w, device=x.device).view(1, 1, w) + dx).expand(n, h, w)
+        flip = torch.rand(n, device=x.device) < 0.5
+        cols = torch.where(flip.view(n, 1, 1), dx + (w - 1) - (cols - dx), cols)
+        batch = torch.arange(n, device=x.device).view(n, 1, 1).expand(n, h, w)
+        return padded[batch, :, rows, cols].permute(0, 3, 1, 2)

@@ -5,7 +5,6 @@ import os
 import socket
 from datetime import timedelta
 
-import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
