@@ -23,7 +23,7 @@ class AgentContext:
     module: torch.nn.Module         # the bare model (for logits without DDP hooks)
     engine: Any                     # trainer.engine.Engine
     device: torch.device
-    preprocess: Callable            # uint8 batch on device -> normalised float batch
+    preprocess: Callable            # uint8 batch on device -> (augmented,) normalised float batch
     num_classes: int
     sample_shape: tuple
     train_size: int                 # training samples over all tasks (all ranks)
