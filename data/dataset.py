@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from trainer.errors import UserError
+from trainer.options import merge_options
 
 
 class Split:
@@ -109,13 +110,7 @@ def decode_image(path: str, size: int) -> np.ndarray:
 
 def check_options(dataset: str, options: dict | None, defaults: dict) -> dict:
     """``defaults`` updated with ``options``; UserError on a key the dataset does not take."""
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        valid = ", ".join(sorted(defaults)) if defaults else "none"
-        raise UserError(f"dataset {dataset!r} does not take option(s) {', '.join(unknown)}; "
-                        f"valid options: {valid}")
-    return {**defaults, **options}
+    return merge_options(f"dataset {dataset!r}", options, defaults)
 
 
 def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple, tuple]:

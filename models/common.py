@@ -1,18 +1,13 @@
 """Option checking and the small-input-stem rule shared by the model builders."""
 from trainer.errors import UserError
+from trainer.options import merge_options
 
 SMALL_INPUT = 32  # inputs of at most this height and width get the small stem by default
 
 
 def check_options(model: str, options: dict | None, defaults: dict) -> dict:
     """``defaults`` updated with ``options``; UserError on a key the model does not take."""
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        valid = ", ".join(sorted(defaults)) if defaults else "none"
-        raise UserError(f"model {model!r} does not take option(s) {', '.join(unknown)}; "
-                        f"valid options: {valid}")
-    return {**defaults, **options}
+    return merge_options(f"model {model!r}", options, defaults)
 
 
 def small_stem(model: str, sample_shape, option) -> bool:

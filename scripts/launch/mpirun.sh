@@ -19,13 +19,8 @@
 #   OMPI_MCA_pml=^ucx OMPI_MCA_osc=^ucx
 # before running this script. Runs from the repository root (relative paths, config.yaml).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-# The set-up script's venv, when there is one and none is active: its python and mpirun.
-if [ -z "${VIRTUAL_ENV:-}" ] && [ -x .venv/bin/python ]; then
-  export PATH="$PWD/.venv/bin:$PATH"
-fi
-
-NP=${NP:-2}
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 PYTHON=${PYTHON:-python}
 args=(-np "$NP")
 if [ "$(id -u)" -eq 0 ]; then

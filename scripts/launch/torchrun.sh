@@ -18,13 +18,8 @@
 # buffer (nil_local) work. torchrun sets OMP_NUM_THREADS=1 per rank unless you set it.
 # Runs from the repository root (relative paths, config.yaml).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-# The set-up script's venv, when there is one and none is active: its python and mpirun.
-if [ -z "${VIRTUAL_ENV:-}" ] && [ -x .venv/bin/python ]; then
-  export PATH="$PWD/.venv/bin:$PATH"
-fi
-
-NP=${NP:-2}
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 NNODES=${NNODES:-1}
 if [ "$NNODES" -gt 1 ]; then
   rdzv=(--nnodes "$NNODES" --rdzv-backend c10d
