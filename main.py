@@ -18,19 +18,24 @@ from trainer.errors import UserError
 
 def check_choices(cfg: dict) -> None:
     """Names and options checked before anything is started or written."""
-    from agents import agent_class
     from models import MODELS
     from data import DATASETS
 
     for kind, name, valid in (("model", cfg["model"], MODELS), ("dataset", cfg["dataset"], DATASETS)):
         if name not in valid:
             raise UserError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(valid))}")
+    agent_options(cfg)
+
+
+def agent_options(cfg: dict):
+    """(agent class, its validated options: --agent-config merged with what an alias fixes)."""
+    from agents import agent_class
+
     cls, fixed = agent_class(cfg["agent"])
-    cls.check_options({**cfg["agent_config"], **fixed})
+    return cls, cls.check_options({**cfg["agent_config"], **fixed})
 
 
 def run(cfg: dict, engine) -> dict:
-    from agents import agent_class
     from data import load_dataset
     from trainer import results, resume
     from trainer.loop import TaskLoop
@@ -38,8 +43,8 @@ def run(cfg: dict, engine) -> dict:
     run_dir, checkpoint_dir = resume.locate(cfg)
     if run_dir is not None:
         cfg = resume.saved_config(run_dir, cfg)
-    cls, fixed = agent_class(cfg["agent"])
-    cls.check_launch(cls.check_options({**cfg["agent_config"], **fixed}), engine)
+    cls, options = agent_options(cfg)  # again: a resumed run's saved config may differ
+    cls.check_launch(options, engine)
     dataset = load_dataset(cfg["dataset"], cfg["dataset_dir"], cfg["dataset_config"])
     if run_dir is None:
         run_dir = results.make_run_dir(cfg, engine)

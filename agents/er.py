@@ -44,7 +44,7 @@ class ERAgent(Agent):
     def buffer_kind(options: dict) -> str:
         if not options["global_sampling"]:
             return "local"
-        return {"native": "native", "native_cat": "native", "python": "python", "local": "local"}[options["buffer"]]
+        return "native" if options["buffer"] == "native_cat" else options["buffer"]
 
     @classmethod
     def check_launch(cls, options: dict, engine) -> None:

@@ -234,8 +234,9 @@ class TaskLoop:
 
     def _write(self, final: bool) -> dict:
         result = self.recorder.metrics(self._throughput_total())
-        result.update(agent=self.cfg["agent"], preset=self.cfg.get("preset"), engine=self.engine.name, launcher=self.engine.launch.launcher,
-                      device=str(self.engine.device), finished=final, results_dir=str(self.run_dir))
+        result.update(agent=self.cfg["agent"], preset=self.cfg.get("preset"), engine=self.engine.name,
+                      launcher=self.engine.launch.launcher, device=str(self.engine.device), finished=final,
+                      results_dir=str(self.run_dir))
         if self.rank == 0:
             results.write_metrics(self.run_dir, result)
         results.write_steps(self.run_dir, self.rank, self.recorder.steps)

@@ -37,9 +37,9 @@ class RandomCropFlip(torch.nn.Module):
         padded = torch.nn.functional.pad(x, (p, p, p, p))
         dy = torch.randint(0, 2 * p + 1, (n, 1, 1), device=x.device)
         dx = torch.randint(0, 2 * p + 1, (n, 1, 1), device=x.device)
+        flip = (torch.rand(n, 1, 1, device=x.device) < 0.5)
+        across = torch.arange(w, device=x.device).view(1, 1, w)
         rows = (torch.arange(h, device=x.device).view(1, h, 1) + dy).expand(n, h, w)
-        cols = (torch.arange(w, device=x.device).view(1, 1, w) + dx).expand(n, h, w)
-        flip = torch.rand(n, device=x.device) < 0.5
-        cols = torch.where(flip.view(n, 1, 1), dx + (w - 1) - (cols - dx), cols)
+        cols = (torch.where(flip, w - 1 - across, across) + dx).expand(n, h, w)
         batch = torch.arange(n, device=x.device).view(n, 1, 1).expand(n, h, w)
         return padded[batch, :, rows, cols].permute(0, 3, 1, 2)
