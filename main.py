@@ -13,7 +13,8 @@ import sys
 import traceback
 
 from trainer import config
-from trainer.errors import UserError
+from trainer.errors import AgreedError, UserError, one_line
+from trainer.launch import detect
 
 
 def check_choices(cfg: dict) -> None:
@@ -25,6 +26,9 @@ def check_choices(cfg: dict) -> None:
         if name not in valid:
             raise UserError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(valid))}")
     agent_options(cfg)
+    from trainer.precision import check_device
+
+    check_device(cfg["amp"], cfg["device"])  # fp16 without a GPU: refused before any engine starts
 
 
 def agent_options(cfg: dict):
@@ -35,39 +39,98 @@ def agent_options(cfg: dict):
     return cls, cls.check_options({**cfg["agent_config"], **fixed})
 
 
-def run(cfg: dict, engine) -> dict:
-    from data import load_dataset
-    from trainer import results, resume
+def checked_data(cfg: dict, engine):
+    """(dataset, tasks), the same on every rank, every task with training and test samples, every
+    image file readable."""
+    from data import build_tasks, load_dataset
+    from data.checks import check_tasks, unreadable_images
+    from trainer import agreement
+
+    dataset = load_dataset(cfg["dataset"], cfg["dataset_dir"], cfg["dataset_config"])
+    tasks = build_tasks(dataset, cfg["tasksets_config"], cfg["seed"])
+    check_tasks(dataset, tasks)
+    agreement.check(engine, "data", agreement.data_fingerprint(dataset, tasks))
+    bad = unreadable_images(dataset, engine.rank, engine.world_size, cfg["verify_data"], max(1, cfg["workers"]))
+    bad = [p for rank_bad in engine.allgather_object(bad) for p in rank_bad]
+    if bad:
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise AgreedError(f"unreadable image files in dataset {cfg['dataset']!r}: {'; '.join(bad[:3])}{more} "
+                          f"(--verify-data off skips this check)")
+    return dataset, tasks
+
+
+def run(cfg: dict, explicit: set, engine) -> dict | None:
+    """Everything is checked, built and agreed on by every rank before the results folder is
+    made: a refused start writes nothing."""
+    from trainer import agreement, resume, run_folder
     from trainer.loop import TaskLoop
 
-    run_dir, checkpoint_dir = resume.locate(cfg)
-    if run_dir is not None:
-        cfg = resume.saved_config(run_dir, cfg)
+    agreement.check(engine, "options", cfg)
+    plan = engine.decide(lambda: resume.plan(cfg, explicit))
+    if plan.action == "finished":
+        if engine.rank == 0:
+            print(f"main.py: {plan.note}", file=sys.stderr)
+        return None
+    cfg = plan.cfg
     cls, options = agent_options(cfg)  # again: a resumed run's saved config may differ
     cls.check_launch(options, engine)
-    dataset = load_dataset(cfg["dataset"], cfg["dataset_dir"], cfg["dataset_config"])
-    if run_dir is None:
-        run_dir = results.make_run_dir(cfg, engine)
+    loop = TaskLoop(cfg, engine, *checked_data(cfg, engine))  # model, agent, buffers: errors surface here
+    try:
+        notes = loop.load_checkpoint(plan.checkpoints) if plan.checkpoints else []
+        run_dir = engine.decide(lambda: run_folder.claim(plan.action, plan.run_dir, cfg, cfg["overwrite"]))
+    except BaseException:
+        loop.close()
+        raise
+    try:
+        return _train(loop, plan, notes, {**cfg, "run_name": run_dir.name}, run_dir, engine)
+    finally:
+        run_folder.release(run_dir)
+
+
+def _train(loop, plan, notes: list, cfg: dict, run_dir, engine) -> dict:
+    """The run, in its own (claimed) folder: logs, identity, training, the finished mark."""
+    from trainer import resume, results, run_folder
+
     results.setup_logging(run_dir, engine.rank, cfg["log_level"])
+    log = logging.getLogger("trainer")
+    log.debug("configuration: %s", cfg)
+    log.debug("all %d rank(s) agree on their options and data: %d tasks, %d training and %d test samples",
+              engine.world_size, len(loop.tasks), len(loop.dataset.train), len(loop.dataset.test))
+    if plan.note:
+        log.info("%s", plan.note)
+    for note in notes:
+        log.warning("%s", note)
     if engine.rank == 0:
         results.write_config(run_dir, cfg)
-    return TaskLoop(cfg, engine, run_dir, dataset).run(resume=checkpoint_dir)
+        run_folder.write_identity(run_dir, resume.fingerprint(cfg), engine.world_size, "running")
+    result = loop.run(run_dir)
+    if engine.rank == 0:
+        run_folder.write_identity(run_dir, resume.fingerprint(cfg), engine.world_size, "finished")
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cfg = config.resolve(argv)
+        cfg, explicit = config.resolve_with_sources(argv)
         check_choices(cfg)
+        from trainer import agreement
         from trainer.engine import start_engine
 
+        agreement.check_options_early(cfg)
         engine = start_engine(cfg["backend"], cfg["device"])
     except UserError as exc:
-        print(f"main.py: error: {exc}", file=sys.stderr)
+        if not isinstance(exc, AgreedError) or detect().rank == 0:  # said once when every rank says it
+            print(f"main.py: error: {one_line(exc)}", file=sys.stderr)
         return 2
     try:
-        run(cfg, engine)
+        run(cfg, explicit, engine)
+    except AgreedError as exc:  # every rank raised it: end cleanly, say it once
+        if engine.rank == 0:
+            print(f"main.py: error: {one_line(exc)}", file=sys.stderr)
+        engine.shutdown()
+        return 2
     except UserError as exc:
-        print(f"main.py: error: {exc}", file=sys.stderr)
+        print(f"main.py: error: {one_line(exc)}", file=sys.stderr)
         return _fail(engine, 2)
     except BaseException as exc:  # noqa: BLE001 - any failure must end every rank, never hang them
         logging.getLogger("trainer").error("rank %d failed:\n%s", engine.rank, traceback.format_exc())

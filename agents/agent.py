@@ -6,7 +6,9 @@ Lifecycle hooks are no-ops that an agent overrides only when it needs them.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -32,6 +34,7 @@ class AgentContext:
     reset_model: Callable[[int], None]  # re-initialise the model's weights for a task
     optimizer: Any = None           # set by the loop before each task
     class_counts: Any = None        # samples per class in the training set (all ranks)
+    precision: Any = None           # trainer.precision.Precision (--amp); None: plain fp32
 
 
 @dataclass
@@ -48,6 +51,9 @@ class Agent:
     name = "agent"
     defaults: dict = {}
     choices: dict = {}  # option -> allowed values, for options with a closed set
+    # main.py options this agent was tuned with (scripts/hpo.py on the default experiment, see
+    # README, Benchmarks), used where the preset and the command line leave them unset.
+    run_defaults: dict = {}
 
     def __init__(self, ctx: AgentContext, options: dict | None = None):
         self.ctx = ctx
@@ -76,6 +82,9 @@ class Agent:
                 if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                     raise UserError(f"--agent-config {key} for agent {cls.name} must be "
                                     f"{kind.__name__}, got {value!r}")
+                if kind is float and not math.isfinite(value):
+                    raise UserError(f"--agent-config {key} for agent {cls.name} must be a finite number, "
+                                    f"got {value!r}")
         return merged
 
     @classmethod
@@ -98,18 +107,26 @@ class Agent:
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         """Learn from one minibatch of new samples (uint8 x and int64 y, in host memory)."""
         x, y = self.to_device(x), self.to_device(y)
-        loss = F.cross_entropy(self.ctx.model(self.ctx.preprocess(x)), y)
+        with self.autocast():
+            loss = F.cross_entropy(self.ctx.model(self.ctx.preprocess(x)), y)
         self.optimize(loss)
         return StepResult(loss=loss.item(), samples=len(y))
 
     def to_device(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.ctx.device, non_blocking=self.ctx.device.type == "cuda")
 
+    def autocast(self):
+        """Mixed precision (--amp) for the forward pass and the losses; the backward runs outside."""
+        return self.ctx.precision.autocast() if self.ctx.precision is not None else contextlib.nullcontext()
+
     def optimize(self, loss: torch.Tensor) -> None:
         optimizer = self.ctx.optimizer
         optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        if self.ctx.precision is not None:
+            self.ctx.precision.backward_step(loss, optimizer)  # through the GradScaler in fp16
+        else:
+            loss.backward()
+            optimizer.step()
 
     def stats(self) -> dict:
         """Numbers the run reports after each task (e.g. buffer fill)."""

@@ -14,14 +14,15 @@ from agents.registry import register
 
 @register("der")
 class DERAgent(ERAgent):
-    defaults = {**ERAgent.defaults, "alpha": 0.3}
+    defaults = {**ERAgent.defaults, "alpha": 0.7}
+    run_defaults = {"lr": 0.0625, "momentum": 0.9}  # with alpha, scripts/hpo_spaces/der.yaml (README, Benchmarks)
 
     @property
     def num_extras(self) -> int:
         return self.ctx.num_classes
 
     def extras_of(self, new_logits):
-        return new_logits.detach().float().cpu()
+        return new_logits.detach().float().cpu()  # float32 whatever --amp computed them in
 
     def loss(self, logits, ys, b: int, n: int, reps_extras):
         ce = F.cross_entropy(logits[:b], ys[:b])

@@ -11,7 +11,8 @@ from agents.registry import register
 
 @register("derpp")
 class DERPPAgent(DERAgent):
-    defaults = {**DERAgent.defaults, "beta": 0.5}
+    defaults = {**DERAgent.defaults, "alpha": 0.5, "beta": 0.8}
+    run_defaults = {"lr": 0.125, "momentum": 0.5}  # with alpha, beta: scripts/hpo_spaces/derpp.yaml (README)
 
     def loss(self, logits, ys, b: int, n: int, reps_extras):
         loss, terms = super().loss(logits, ys, b, n, reps_extras)

@@ -9,7 +9,9 @@ Representatives are stored and drawn as they arrived (uint8 images), straight in
 tail of a preallocated augmented batch (`cat=False`, the users' `nil_cpp`: new samples
 are copied in front of them, and one host-to-device copy moves the lot), or into a
 separate tensor concatenated on the device (`cat=True`, `nil_cpp_cat`). On a GPU the
-slots live in pinned memory and copies are non-blocking.
+slots live in pinned memory and copies are non-blocking; a CUDA event recorded after a slot's
+copies is waited for before the host writes into that slot again (new samples, or the next
+draw), so a copy still in flight never reads half-overwritten rows.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class ReplayBatches:
         self.cur = 0            # the slot holding this step's representatives
         self.ready = 0          # how many representatives it holds
         self.in_flight = False  # a draw into the other slot was started and not yet waited for
+        self.copied = [None, None]  # per slot: CUDA event after its last host-to-device copies
 
     def _reps(self, slot: int, n: int | None = None):
         o = self.offset
@@ -54,6 +57,7 @@ class ReplayBatches:
         """Start the draw for the next step into the other slot (collective on global buffers);
         returns the seconds it blocked the caller (the whole draw when not prefetching)."""
         start = time.perf_counter()
+        self._writable(1 - self.cur)
         self.buffer.start(self.R, *self._reps(1 - self.cur))
         self.in_flight = True
         if not self.prefetch:
@@ -70,15 +74,28 @@ class ReplayBatches:
             return t.to(self.device, non_blocking=pin)
 
         rx, ry, rextras = self._reps(s, n)
-        reps_extras = dev(rextras) if rextras is not None and n else None
-        if n == 0:
-            return dev(x), dev(y), reps_extras, 0
-        if not self.cat and b == self.B:
+        if n and not self.cat and b == self.B:
             # new samples in front of the representatives already in place: one copy to the device
+            self._writable(s)
             self.x[s, :b].copy_(x)
             self.y[s, :b].copy_(y)
-            return dev(self.x[s, : b + n]), dev(self.y[s, : b + n]), reps_extras, n
-        return torch.cat([dev(x), dev(rx)]), torch.cat([dev(y), dev(ry)]), reps_extras, n
+            out = dev(self.x[s, : b + n]), dev(self.y[s, : b + n])
+        elif n:
+            out = torch.cat([dev(x), dev(rx)]), torch.cat([dev(y), dev(ry)])
+        else:
+            out = dev(x), dev(y)
+        reps_extras = dev(rextras) if rextras is not None and n else None
+        if pin:
+            self.copied[s] = torch.cuda.Event()
+            self.copied[s].record()
+        return (*out, reps_extras, n)
+
+    def _writable(self, slot: int) -> None:
+        """Wait for the slot's last non-blocking copies to the device before overwriting it."""
+        event = self.copied[slot]
+        if event is not None:
+            event.synchronize()
+            self.copied[slot] = None
 
     def state_dict(self) -> dict:
         """The representatives waiting for the next step, so a resumed run uses the same ones."""

@@ -8,11 +8,14 @@
   plain Python with mpi4py collectives, the baseline the native one is measured against;
 * ``'local'`` -- ``LocalBuffer`` (``nil_local``): each rank draws from its own slice only.
 
-All three take ``(num_classes, slots_per_class, sample_shape, dtype='uint8', num_extras=0,
-seed=0, comm=None)`` and offer ``add``, ``sample``, ``start``/``wait``, ``stats``, ``state``/
-``load_state`` and ``close`` (see buffers/reservoir.py for the shared rules). Example::
+All three take ``(num_classes=None, slots_per_class=None, sample_shape, dtype='uint8',
+num_extras=0, seed=0, comm=None, *, capacity=None, policy=None)`` -- ``capacity=M`` for the
+adaptive policy (M slots per rank shared by the classes seen), ``num_classes`` and
+``slots_per_class`` for ``policy='fixed'`` -- and offer ``add``, ``sample``, ``start``/``wait``,
+``stats``, ``state``/``load_state`` and ``close`` (see buffers/reservoir.py for the shared
+rules). Example::
 
-    buf = make_buffer("python", num_classes=10, slots_per_class=100, sample_shape=(3, 32, 32))
+    buf = make_buffer("python", sample_shape=(3, 32, 32), capacity=1000)
     buf.add(x_u8, y)
     n = buf.sample(56, out_x, out_y)
 """

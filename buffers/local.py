@@ -26,15 +26,15 @@ class LocalBuffer(SliceBuffer):
         self._counters["global_filled"] = -1
 
     def _draw(self, r, out_x, out_y, out_extras):
-        filled = self._policy.filled
-        total = int(filled.sum())
+        blocks = self._policy.blocks()
+        total = self._policy.filled_total
         self._counters["filled_per_rank"][self._rank] = total
         n = min(r, total)
         if n == 0:
             return 0, 0
-        slots = self._slots_of(filled, self._draw_rng.choice(total, n, replace=False))
+        slots = self._slots_of(blocks, self._draw_rng.choice(total, n, replace=False))
         np.take(self._samples, slots, axis=0, out=out_x[:n], mode="clip")
-        np.floor_divide(slots, self._slots_per_class, out=out_y[:n], casting="unsafe")
+        self._draw_labels(slots, out_y[:n])
         if out_extras is not None:
             np.take(self._extras, slots, axis=0, out=out_extras[:n], mode="clip")
         return n, n

@@ -6,15 +6,16 @@ reused send buffers, and no copy through MPI for the rows a rank owns itself.
 
 A draw (collective, every rank calls it; r may differ between ranks):
 
-1. ``Allgather`` of the per-class fill counts -> the (P, K) table of filled slots;
+1. ``Allgather`` of the fill counts per block (fixed policy: one block per class; adaptive:
+   one block, the filled prefix of the slice) -> the (P, B) table of filled slots;
 2. n = min(r, global filled) distinct global slots, uniform over all filled slots of all
    ranks (numpy Generator seeded from (seed, rank)), ordered *grouped by owner rank*
    (ascending rank; within a rank, in draw order);
 3. ``Alltoall`` of request counts, ``Alltoallv`` of requested slot numbers;
 4. each owner gathers the requested rows into one contiguous send buffer, ``Alltoallv``
    returns them straight into the caller's outputs (extras in a second ``Alltoallv``);
-   own rows are gathered directly into the outputs; labels are the slot's class
-   (slot // slots_per_class), so they need not travel.
+   own rows are gathered directly into the outputs. Fixed policy: labels are the slot's class
+   (slot // slots_per_class), so they need not travel; adaptive: a third ``Alltoallv``.
 """
 import numpy as np
 
@@ -37,7 +38,7 @@ class PythonGlobalBuffer(SliceBuffer):
         super().__init__(*args, **kwargs)
         MPI = self._MPI
         self._comm = self._comm_in.Dup()  # our collectives never meet the caller's
-        P, K = self._world_size, self._num_classes
+        P, K = self._world_size, len(self._policy.blocks())
         self._all_filled = np.zeros((P, K), dtype=np.int64)
         self._counts = np.zeros(P, dtype=np.int32)
         self._wanted = np.zeros(P, dtype=np.int32)
@@ -57,8 +58,9 @@ class PythonGlobalBuffer(SliceBuffer):
 
     def _draw(self, r, out_x, out_y, out_extras):
         MPI, comm = self._MPI, self._comm
-        P, K, me = self._world_size, self._num_classes, self._rank
-        comm.Allgather([self._policy.filled, MPI.INT64_T], [self._all_filled, MPI.INT64_T])
+        P, me = self._world_size, self._rank
+        K = self._all_filled.shape[1]  # blocks per rank
+        comm.Allgather([self._policy.blocks(), MPI.INT64_T], [self._all_filled, MPI.INT64_T])
         per_rank = self._all_filled.sum(axis=1)
         total = int(per_rank.sum())
         self._counters["filled_per_rank"] = per_rank.tolist()
@@ -71,12 +73,14 @@ class PythonGlobalBuffer(SliceBuffer):
         flat = self._all_filled.reshape(-1)
         cum = np.cumsum(flat)
         picks = self._draw_rng.choice(total, n, replace=False)
-        cell = np.searchsorted(cum, picks, side="right")  # owner * K + class
+        cell = np.searchsorted(cum, picks, side="right")  # owner * K + block
         owner = cell // K
-        slots = (cell % K) * self._slots_per_class + picks - (cum[cell] - flat[cell])
+        slots = (cell % K) * self._policy.stride + picks - (cum[cell] - flat[cell])
         order = np.argsort(owner, kind="stable")
         slots = slots[order]
-        np.floor_divide(slots, self._slots_per_class, out=out_y[:n], casting="unsafe")
+        fixed = self._policy_name == "fixed"
+        if fixed:
+            np.floor_divide(slots, self._slots_per_class, out=out_y[:n], casting="unsafe")
 
         # Who asks whom for how many.
         counts = self._counts
@@ -103,8 +107,14 @@ class PythonGlobalBuffer(SliceBuffer):
             np.take(self._extras, requests, axis=0, out=send_e[:m], mode="clip")
             comm.Alltoallv([send_e, (wanted, wanted_displs), self._extras_type],
                            [out_extras, (counts, displs), self._extras_type])
+        if not fixed:
+            send_y = np.take(self._labels, requests)
+            comm.Alltoallv([send_y, (wanted, wanted_displs), MPI.INT64_T],
+                           [out_y, (counts, displs), MPI.INT64_T])
         if mine:
             np.take(self._samples, slots[own], axis=0, out=out_x[own], mode="clip")
+            if not fixed:
+                self._draw_labels(slots[own], out_y[own])
             if out_extras is not None:
                 np.take(self._extras, slots[own], axis=0, out=out_extras[own], mode="clip")
         return n, mine

@@ -2,19 +2,28 @@
 
 Three roles, as in the native buffer:
 
-* ``ClassBalancedReservoir`` -- the *policy*: given the labels of an incoming batch, which
-  slot (if any) each sample goes to. Pure decision plus the per-class counters.
-* ``SliceBuffer`` -- the *storage* of one rank's slice (K x N slots of samples and extras)
+* the *policy*: given the labels of an incoming batch, which slot (if any) each sample goes
+  to. Pure decision plus the per-class counters. ``AdaptiveReservoir`` (the default: M slots
+  shared by the classes seen so far) or ``ClassBalancedReservoir`` (``policy='fixed'``: K x N);
+* ``SliceBuffer`` -- the *storage* of one rank's slice (samples, labels and extras per slot)
   and the whole public surface (checks, ``add``, ``start``/``wait``, ``stats``, ``state``,
   ``close``). Subclasses only say how a draw picks and fetches slots (``_draw``).
 * the checks (``as_array``, ``check_*``), so an error reads the same whatever the buffer.
 
-Insertion rule, per rank and per class c (N = slots_per_class): while ``filled_c < N`` the
+Fixed insertion rule, per rank and per class c (N = slots_per_class): while ``filled_c < N`` the
 sample goes to slot ``c*N + filled_c``; afterwards ``j`` is uniform in ``[0, seen_c)``
 (``seen_c`` counting this sample) and the sample replaces slot ``c*N + j`` when ``j < N``. So
 every sample of class c seen so far is held with probability ``N / seen_c``.
 
-``j`` comes from one double per post-fill sample (``floor(u * seen_c)``), so the buffer depends
+Adaptive insertion rule (the same as the native buffer's, cpp_loader/README.md): M slots per
+rank; with k classes seen, the i-th class to arrive has quota ``M // k + (i < M % k)``. A
+sample of class c (``seen_c`` counting it, ``held_c`` slots of c): (1) while the slice is not
+full it takes the next free slot; (2) when full and ``held_c < quota_c``, the class most over
+its quota (ties: the earliest) evicts one of its samples uniformly at random and c takes that
+slot; (3) otherwise ``j = floor(u * seen_c)`` and it replaces the j-th slot of c (ascending)
+when ``j < held_c``. Every sample of c seen so far is held with probability held_c / seen_c.
+
+``j`` comes from one double per decision (``floor(u * seen_c)``), so the buffer depends
 on the seed and the order of the data only, not on how the data was cut into batches.
 """
 import numbers
@@ -29,7 +38,7 @@ DLPACK_DEVICES = {2: "CUDA", 4: "OpenCL", 7: "Vulkan", 8: "Metal", 10: "ROCm", 1
 
 
 class LabelError(IndexError, ValueError):
-    """A label outside [0, num_classes): an IndexError and a ValueError, catch either."""
+    """A label outside [0, num_classes) (or negative): an IndexError and a ValueError, catch either."""
 
 
 # --------------------------------------------------------------------------- checks
@@ -99,9 +108,12 @@ def _check_labels(y, name, n, num_classes, writable=False):
         raise ValueError(f"{name} has {y.shape[0]} labels but x has {n} samples")
     if n:
         lo, hi = int(y.min()), int(y.max())
-        if lo < 0 or hi >= num_classes:
+        if num_classes is not None and (lo < 0 or hi >= num_classes):
             at = int(np.flatnonzero((y < 0) | (y >= num_classes))[0])
             raise LabelError(f"label {int(y[at])} (sample {at}) is outside [0, {num_classes})")
+        if lo < 0:
+            at = int(np.flatnonzero(y < 0)[0])
+            raise LabelError(f"label {int(y[at])} (sample {at}) is negative: labels are integers >= 0")
 
 
 def _positive_int(value, name, minimum=1):
@@ -127,9 +139,36 @@ class ClassBalancedReservoir:
     def __init__(self, num_classes: int, slots_per_class: int, rng: np.random.Generator):
         self.num_classes = num_classes
         self.slots_per_class = slots_per_class
+        self.stride = slots_per_class  # the sampler's block b starts at slot b * stride
         self.rng = rng
         self.seen = np.zeros(num_classes, dtype=np.int64)
         self.filled = np.zeros(num_classes, dtype=np.int64)
+        self.filled_total = 0
+
+    def blocks(self) -> np.ndarray:
+        """Fill counts of the blocks of consecutive filled slots: one per class."""
+        return self.filled
+
+    def counters(self):
+        """(classes, seen, filled) per class, in label order."""
+        return np.arange(self.num_classes, dtype=np.int64), self.seen.copy(), self.filled.copy()
+
+    def restore(self, labels, classes, seen, filled):
+        K, N = self.num_classes, self.slots_per_class
+        if not np.array_equal(classes, np.arange(K)) or seen.shape != (K,) or (seen < 0).any():
+            raise ValueError(f"state counters do not describe classes 0..{K - 1}")
+        if not np.array_equal(filled, np.minimum(seen, N)):
+            raise ValueError("state counters are inconsistent: filled != min(seen, slots_per_class)")
+        # class c owns slots [c*N, (c+1)*N): its first `filled` hold label c, the rest are empty
+        want = np.where(np.arange(N)[None, :] < filled[:, None], np.arange(K)[:, None], -1).reshape(-1)
+        wrong = np.flatnonzero(np.asarray(labels).reshape(-1) != want)
+        if len(wrong):
+            s = int(wrong[0])
+            raise ValueError(f"state labels are inconsistent: slot {s} holds label {int(labels[s])}, "
+                             f"expected {int(want[s])}")
+        self.seen[:] = seen
+        self.filled[:] = filled
+        self.filled_total = int(filled.sum())
 
     def place(self, y: np.ndarray):
         """-> (src, dst): sample src[i] of the batch goes to slot dst[i]; a slot taken twice
@@ -151,18 +190,205 @@ class ClassBalancedReservoir:
             slots[late] = np.where(j < N, y[late] * N + j, -1)
         self.seen += counts
         np.minimum(self.seen, N, out=self.filled)
+        self.filled_total = int(self.filled.sum())
         if not len(late):
             return None, slots  # every sample, in order: the fast path
-        src = np.flatnonzero(slots >= 0)
-        dst = slots[src]
-        if len(dst) > 1:
-            _, first_from_end = np.unique(dst[::-1], return_index=True)
-            last = len(dst) - 1 - first_from_end
-            src, dst = src[last], dst[last]
-        return src, dst
+        return last_write_wins(slots)
+
+
+def last_write_wins(slots: np.ndarray):
+    """(src, dst) of the samples that keep a slot: of several samples sent to one slot in a
+    batch (slot -1: not kept), the later one, exactly as one-at-a-time insertion would."""
+    src = np.flatnonzero(slots >= 0)
+    dst = slots[src]
+    if len(dst) > 1:
+        _, first_from_end = np.unique(dst[::-1], return_index=True)
+        last = len(dst) - 1 - first_from_end
+        src, dst = src[last], dst[last]
+    return src, dst
+
+
+class AdaptiveReservoir:
+    """The adaptive policy (module docstring): M slots shared by the classes seen so far,
+    labels discovered as they come. Which slot each incoming sample takes; no data."""
+
+    def __init__(self, capacity: int, rng: np.random.Generator):
+        self.capacity = capacity
+        self.stride = capacity  # one block, [0, filled_total)
+        self.rng = rng
+        self.classes: list[int] = []        # labels, in order of arrival
+        self.index: dict[int, int] = {}     # label -> position in classes
+        self.seen: list[int] = []
+        self.slots: list[list[int]] = []    # per class, ascending
+        self.filled_total = 0
+        self._table = None  # _steady's arrays, while rules 1-2 leave the slots as they are
+
+    def quota(self, i: int) -> int:
+        k = len(self.classes)
+        return self.capacity // k + (i < self.capacity % k)
+
+    def blocks(self) -> np.ndarray:
+        return np.array([self.filled_total], dtype=np.int64)
+
+    def counters(self):
+        """(classes, seen, filled) per class, in order of arrival."""
+        return (np.array(self.classes, dtype=np.int64), np.array(self.seen, dtype=np.int64),
+                np.array([len(s) for s in self.slots], dtype=np.int64))
+
+    def _most_over_quota(self) -> int:
+        excess = [len(s) - self.quota(i) for i, s in enumerate(self.slots)]
+        return int(np.argmax(excess))  # the first of the largest
+
+    def _steady(self, y: np.ndarray):
+        """The whole batch under rule 3 (full slice, known classes, none below its quota),
+        vectorised: the same random numbers, in the same order, as one sample at a time; None
+        when some sample needs rule 1 or 2."""
+        if self.filled_total < self.capacity or not self.classes:
+            return None
+        if self._table is None:  # rebuilt only after rules 1-2 or a restore changed the slots
+            k = len(self.classes)
+            held = np.array([len(s) for s in self.slots], dtype=np.int64)
+            table = np.zeros((k, max(1, int(held.max()))), dtype=np.int64)
+            for c, slots in enumerate(self.slots):
+                table[c, :len(slots)] = slots
+            keys = np.array(self.classes, dtype=np.int64)
+            order = np.argsort(keys)
+            below = held < np.array([self.quota(c) for c in range(k)])
+            self._table = (keys[order], order, held, table, below)
+        keys, order, held, table, below = self._table
+        at = np.minimum(np.searchsorted(keys, y), len(keys) - 1)
+        if not np.array_equal(keys[at], y):
+            return None  # a new class
+        cls = order[at]
+        if below[cls].any():
+            return None
+        counts = np.bincount(cls, minlength=len(keys))
+        by_class = np.argsort(cls, kind="stable")
+        rank = np.empty(len(cls), dtype=np.int64)
+        rank[by_class] = np.arange(len(cls)) - (np.cumsum(counts) - counts)[cls[by_class]]
+        seen = np.asarray(self.seen, dtype=np.int64)
+        after = seen[cls] + rank + 1  # seen_c counting this sample
+        j = np.minimum((self.rng.random(len(cls)) * after).astype(np.int64), after - 1)
+        keep = j < held[cls]
+        dst = np.full(len(cls), -1, dtype=np.int64)
+        dst[keep] = table[cls[keep], j[keep]]
+        self.seen = (seen + counts).tolist()
+        return dst
+
+    def place(self, y: np.ndarray):
+        """-> (src, dst) as ClassBalancedReservoir.place (the later sample wins a slot)."""
+        dst = self._filling(y)
+        if dst is not None:
+            return None, dst  # every sample, in order: the fast path
+        dst = self._steady(y)
+        if dst is None:
+            dst = self._one_by_one(y)
+        return last_write_wins(dst)
+
+    def _filling(self, y: np.ndarray):
+        """The whole batch under rule 1 (it fits in the free slots), vectorised; else None."""
+        if self.filled_total + len(y) > self.capacity:
+            return None
+        labels = y.tolist()
+        for label in dict.fromkeys(labels):  # new classes, in order of first appearance
+            if label not in self.index:
+                self.index[label] = len(self.classes)
+                self.classes.append(label)
+                self.seen.append(0)
+                self.slots.append([])
+        cls = np.fromiter(map(self.index.__getitem__, labels), dtype=np.int64, count=len(labels))
+        dst = np.arange(self.filled_total, self.filled_total + len(y), dtype=np.int64)
+        for c in np.unique(cls).tolist():
+            mine = dst[cls == c]
+            self.slots[c].extend(mine.tolist())
+            self.seen[c] += len(mine)
+        self.filled_total += len(y)
+        self._table = None
+        return dst
+
+    def _one_by_one(self, y: np.ndarray) -> np.ndarray:
+        """Rules 1-3 for each sample in turn: its slot, or -1."""
+        self._table = None
+        dst = np.full(len(y), -1, dtype=np.int64)
+        for i, label in enumerate(y.tolist()):
+            c = self.index.get(label)
+            if c is None:
+                c = self.index[label] = len(self.classes)
+                self.classes.append(label)
+                self.seen.append(0)
+                self.slots.append([])
+            self.seen[c] += 1
+            mine = self.slots[c]
+            if self.filled_total < self.capacity:  # (1) the next free slot
+                mine.append(self.filled_total)
+                dst[i] = self.filled_total
+                self.filled_total += 1
+            elif len(mine) < self.quota(c):  # (2) a slot of the most over-quota class
+                victim = self.slots[self._most_over_quota()]
+                slot = victim.pop(min(int(self.rng.random() * len(victim)), len(victim) - 1))
+                mine.insert(int(np.searchsorted(mine, slot)), slot)
+                dst[i] = slot
+            else:  # (3) reservoir within the class
+                j = min(int(self.rng.random() * self.seen[c]), self.seen[c] - 1)
+                if j < len(mine):
+                    dst[i] = mine[j]
+        return dst
+
+    def restore(self, labels, classes, seen, filled):
+        """Rebuild the per-class slot lists from the slots' labels; ValueError if inconsistent."""
+        classes, seen = [int(c) for c in classes], [int(s) for s in seen]
+        if len(set(classes)) != len(classes) or any(c < 0 for c in classes) \
+                or len(seen) != len(classes) or len(filled) != len(classes):
+            raise ValueError("state counters are inconsistent: classes must be distinct labels >= 0, "
+                             "with one seen and one filled count each")
+        used = np.flatnonzero(labels >= 0)
+        total = len(used)
+        if total and used[-1] != total - 1:
+            raise ValueError("state labels are inconsistent: filled slots must come first")
+        index = {c: i for i, c in enumerate(classes)}
+        slots = [[] for _ in classes]
+        for s, label in enumerate(labels[:total].tolist()):
+            if label not in index:
+                raise ValueError(f"state labels are inconsistent: slot {s} holds label {label}, "
+                                 f"which is not among the classes")
+            slots[index[label]].append(s)
+        for i, c in enumerate(classes):
+            if len(slots[i]) != int(filled[i]) or seen[i] < len(slots[i]):
+                raise ValueError(f"state counters are inconsistent for class {c}: seen={seen[i]}, "
+                                 f"filled={int(filled[i])}, {len(slots[i])} slots hold it")
+        self.classes, self.index, self.seen, self.slots = classes, index, seen, slots
+        self.filled_total = total
+        self._table = None
 
 
 # --------------------------------------------------------------------------- buffer base
+
+def _config(num_classes, slots_per_class, sample_shape, dtype, num_extras, capacity, policy):
+    """The validated description of a slice (as cpp_loader.Buffer takes it): policy defaults to
+    'adaptive' when capacity is given, else 'fixed'."""
+    policy = policy if policy is not None else ("adaptive" if capacity is not None else "fixed")
+    if policy == "fixed":
+        if capacity is not None:
+            raise ValueError("capacity is for the adaptive policy; the fixed one has "
+                             "num_classes x slots_per_class slots")
+        num_classes = _positive_int(num_classes, "num_classes")
+        slots_per_class = _positive_int(slots_per_class, "slots_per_class")
+        capacity = num_classes * slots_per_class
+    elif policy == "adaptive":
+        if slots_per_class is not None:
+            raise ValueError("slots_per_class is for the fixed policy; the adaptive one shares "
+                             "capacity slots among the classes seen")
+        if capacity is None:
+            raise ValueError("the adaptive policy needs capacity (slots per rank)")
+        capacity = _positive_int(capacity, "capacity")
+        num_classes = None if num_classes is None else _positive_int(num_classes, "num_classes")
+    else:
+        raise ValueError(f"policy must be 'adaptive' or 'fixed', got {policy!r}")
+    return dict(policy=policy, capacity=capacity, num_classes=num_classes,
+                slots_per_class=slots_per_class, sample_shape=normalize_shape(sample_shape),
+                dtype=normalize_dtype(dtype).name,
+                num_extras=_positive_int(num_extras, "num_extras", minimum=0))
+
 
 class SliceBuffer:
     """Common surface of the plain-Python buffers; see buffers/__init__.py for the interface.
@@ -171,19 +397,16 @@ class SliceBuffer:
 
     KIND = "buffers.SliceBuffer/1"
 
-    def __init__(self, num_classes, slots_per_class, sample_shape, dtype="uint8",
-                 num_extras=0, seed=0, comm=None):
+    def __init__(self, num_classes=None, slots_per_class=None, sample_shape=None, dtype="uint8",
+                 num_extras=0, seed=0, comm=None, *, capacity=None, policy=None):
         from mpi4py import MPI
 
         self._MPI = MPI
         comm = MPI.COMM_WORLD if comm is None else comm
         error, config = None, None
         try:
-            config = dict(num_classes=_positive_int(num_classes, "num_classes"),
-                          slots_per_class=_positive_int(slots_per_class, "slots_per_class"),
-                          sample_shape=normalize_shape(sample_shape),
-                          dtype=normalize_dtype(dtype).name,
-                          num_extras=_positive_int(num_extras, "num_extras", minimum=0))
+            config = _config(num_classes, slots_per_class, sample_shape, dtype, num_extras,
+                             capacity, policy)
             seed = _positive_int(seed, "seed", minimum=0)
         except (TypeError, ValueError) as exc:
             error = exc
@@ -203,23 +426,28 @@ class SliceBuffer:
 
         self._comm_in = comm
         self._rank, self._world_size = comm.Get_rank(), comm.Get_size()
+        self._policy_name = config["policy"]
+        self._capacity = config["capacity"]
         self._num_classes = config["num_classes"]
         self._slots_per_class = config["slots_per_class"]
         self._sample_shape = config["sample_shape"]
         self._dtype = np.dtype(config["dtype"])
         self._num_extras = config["num_extras"]
         self._seed = seed
-        slots = self._num_classes * self._slots_per_class
+        slots = self._capacity
         # Written now, so the pages are touched here and not during the first inserts.
         self._samples = np.empty((slots, *self._sample_shape), dtype=self._dtype)
         self._samples.fill(0)
+        self._labels = np.full(slots, -1, dtype=np.int64)  # adaptive only; fixed: slot // N
         self._extras = (np.zeros((slots, self._num_extras), dtype=np.float32)
                         if self._num_extras else None)
         self._sample_bytes = self._samples[0].nbytes
         self._extras_bytes = 4 * self._num_extras
         insert_seq, draw_seq = np.random.SeedSequence([seed, self._rank]).spawn(2)
-        self._policy = ClassBalancedReservoir(self._num_classes, self._slots_per_class,
-                                              np.random.default_rng(insert_seq))
+        insert_rng = np.random.default_rng(insert_seq)
+        self._policy = (AdaptiveReservoir(slots, insert_rng) if self._policy_name == "adaptive"
+                        else ClassBalancedReservoir(self._num_classes, self._slots_per_class,
+                                                    insert_rng))
         self._draw_rng = np.random.default_rng(draw_seq)
         self._counters = dict(filled_per_rank=[0] * self._world_size, global_filled=0,
                               last_draw_seconds=0.0, bytes_read_remote=0,
@@ -236,12 +464,15 @@ class SliceBuffer:
     dtype = property(lambda self: self._dtype)
     num_extras = property(lambda self: self._num_extras)
     closed = property(lambda self: self._closed)
+    policy = property(lambda self: self._policy_name)
+    capacity = property(lambda self: self._capacity)
 
     def __repr__(self):
         return (f"{type(self).__name__}(rank={self._rank}/{self._world_size}, "
+                f"policy={self._policy_name}, capacity={self._capacity}, "
                 f"K={self._num_classes}, N={self._slots_per_class}, "
                 f"shape={self._sample_shape}, dtype={self._dtype}, extras={self._num_extras}, "
-                f"filled={int(self._policy.filled.sum())}{', closed' if self._closed else ''})")
+                f"filled={self._policy.filled_total}{', closed' if self._closed else ''})")
 
     def _check_open(self):
         if self._closed:
@@ -251,8 +482,8 @@ class SliceBuffer:
     def add(self, x, y, extras=None) -> None:
         """Local. Offer a batch to the class-balanced reservoir (see the module docstring).
 
-        x: (n, *sample_shape) in the buffer's dtype, C-contiguous; y: (n,) int64/int32 in
-        [0, num_classes); extras: (n, num_extras) float32 iff num_extras > 0. numpy arrays
+        x: (n, *sample_shape) in the buffer's dtype, C-contiguous; y: (n,) int64/int32, in
+        [0, num_classes) (fixed, or adaptive with num_classes given) or >= 0; extras: (n, num_extras) float32 iff num_extras > 0. numpy arrays
         or CPU tensors. Example: ``buf.add(images_u8, labels)``."""
         self._check_open()
         x = as_array(x, "x")
@@ -272,12 +503,17 @@ class SliceBuffer:
         if n == 0:
             return
         src, dst = self._policy.place(y)
+        labels = self._labels if self._policy_name == "adaptive" else None  # fixed: slot // N
         if src is None:
             self._samples[dst] = x
+            if labels is not None:
+                labels[dst] = y
             if self._extras is not None:
                 self._extras[dst] = extras
         elif len(dst):
             self._samples[dst] = x[src]
+            if labels is not None:
+                labels[dst] = y[src]
             if self._extras is not None:
                 self._extras[dst] = extras[src]
 
@@ -338,20 +574,22 @@ class SliceBuffer:
         """-> (n, how many of the n came from this rank's own slice)."""
         raise NotImplementedError
 
-    def _slots_of(self, filled, picks):
-        """Indices into a slice whose per-class fill counts are `filled` -> slot numbers."""
-        cum = np.cumsum(filled)
-        cls = np.searchsorted(cum, picks, side="right")
-        return cls * self._slots_per_class + picks - (cum[cls] - filled[cls])
+    def _slots_of(self, blocks, picks):
+        """Indices into a slice whose fill counts per block are `blocks` -> slot numbers."""
+        cum = np.cumsum(blocks)
+        block = np.searchsorted(cum, picks, side="right")
+        return block * self._policy.stride + picks - (cum[block] - blocks[block])
 
     # ----------------------------------------------------------------- stats and state
     def stats(self) -> dict:
         self._check_open()
-        filled = self._policy.filled
+        classes, seen, filled = self._policy.counters()
         c = self._counters
-        return {"seen_per_class": self._policy.seen.tolist(),
+        return {"classes": classes.tolist(),
+                "seen_per_class": seen.tolist(),
                 "filled_per_class": filled.tolist(),
-                "filled": int(filled.sum()),
+                "filled": self._policy.filled_total,
+                "capacity": self._capacity,
                 "filled_per_rank": list(c["filled_per_rank"]),
                 "global_filled": int(c["global_filled"]),
                 "last_draw_seconds": float(c["last_draw_seconds"]),
@@ -359,19 +597,36 @@ class SliceBuffer:
                 "bytes_read_local": int(c["bytes_read_local"]),
                 "draws": int(c["draws"])}
 
+    def _slot_labels(self) -> np.ndarray:
+        """The label of every slot, -1 where empty."""
+        if self._policy_name == "adaptive":
+            return self._labels.copy()
+        N, filled = self._slots_per_class, self._policy.filled
+        slot = np.arange(self._capacity)
+        return np.where(slot % N < filled[slot // N], slot // N, -1)
+
+    def _draw_labels(self, slots, out):
+        """Labels of the given slots of this rank's slice, into `out`."""
+        if self._policy_name == "adaptive":
+            np.take(self._labels, slots, out=out, mode="clip")
+        else:
+            np.floor_divide(slots, self._slots_per_class, out=out, casting="unsafe")
+
     def _shape_fields(self) -> dict:
         return {"num_classes": self._num_classes, "slots_per_class": self._slots_per_class,
                 "sample_shape": self._sample_shape, "dtype": self._dtype.name,
-                "num_extras": self._num_extras}
+                "num_extras": self._num_extras, "policy": self._policy_name,
+                "capacity": self._capacity}
 
     def state(self) -> dict:
         """Everything needed to continue exactly: slot contents, counters, generator states."""
         self._check_open()
+        classes, seen, filled = self._policy.counters()
         return {"kind": self.KIND, **self._shape_fields(),
                 "rank": self._rank, "world_size": self._world_size, "seed": self._seed,
-                "samples": self._samples.copy(),
+                "samples": self._samples.copy(), "labels": self._slot_labels(),
                 "extras": None if self._extras is None else self._extras.copy(),
-                "seen": self._policy.seen.copy(), "filled": self._policy.filled.copy(),
+                "classes": classes, "seen": seen, "filled": filled,
                 "insert_rng": self._policy.rng.bit_generator.state,
                 "draw_rng": self._draw_rng.bit_generator.state,
                 "counters": {k: (list(v) if isinstance(v, list) else v)
@@ -391,15 +646,20 @@ class SliceBuffer:
                 theirs = tuple(theirs)
             if theirs != mine:
                 raise ValueError(f"state has {key}={theirs!r}, this buffer has {key}={mine!r}")
-        seen = np.asarray(state["seen"], dtype=np.int64)
-        if seen.shape != (self._num_classes,) or np.asarray(state["samples"]).shape != \
+        missing = [k for k in ("samples", "labels", "classes", "seen", "filled", "insert_rng",
+                               "draw_rng", "counters") if k not in state]
+        if missing:
+            raise ValueError(f"state lacks {', '.join(missing)}")
+        labels = np.asarray(state["labels"], dtype=np.int64)
+        if labels.shape != self._labels.shape or np.asarray(state["samples"]).shape != \
                 self._samples.shape:
             raise ValueError("state arrays do not match the buffer's shapes")
+        counters = [np.asarray(state[k], dtype=np.int64).reshape(-1) for k in ("classes", "seen", "filled")]
+        self._policy.restore(labels, *counters)  # checks them first; raises ValueError
         np.copyto(self._samples, state["samples"])
+        np.copyto(self._labels, labels)
         if self._extras is not None:
             np.copyto(self._extras, state["extras"])
-        self._policy.seen[:] = seen
-        np.minimum(seen, self._slots_per_class, out=self._policy.filled)
         self._policy.rng.bit_generator.state = state["insert_rng"]
         self._draw_rng.bit_generator.state = state["draw_rng"]
         counters = dict(state["counters"])

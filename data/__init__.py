@@ -31,8 +31,9 @@ DEFAULT_DATASET = "digits"
 def load_dataset(name: str, root: str | None = None, options: dict | None = None) -> Dataset:
     """Load dataset ``name`` from ``root`` (its ``--dataset-dir``; unused by digits/synthetic).
 
-    ``options``: ``image_size`` for tinyimagenet/imagenet; num_classes, shape, train_size,
-    test_size, seed for synthetic; none for the others. Raises ``UserError`` for an unknown
+    ``options``: ``image_size`` and a class subset (``num_classes`` or ``classes``) for
+    tinyimagenet/imagenet; num_classes, shape, train_size, test_size, seed, in_memory for
+    synthetic; none for the others. Raises ``UserError`` for an unknown
     name or option, or for missing files (naming the files and folders expected).
 
     >>> ds = load_dataset("digits")

@@ -12,7 +12,7 @@ import numpy as np
 
 from trainer.errors import UserError
 
-from .dataset import ArraySplit, Dataset, check_options
+from .dataset import ArraySplit, Dataset, check_dataset_dir, check_options
 
 SPECS = {
     "cifar10": dict(folder="cifar-10-batches-py", num_classes=10, label_key="labels",
@@ -43,7 +43,13 @@ def _read_batches(paths: list[str], label_key: str, num_classes: int):
         if "data" not in batch or label_key not in batch:
             raise UserError(f"{path}: expected keys 'data' and {label_key!r}, found {sorted(batch)}")
         data = np.asarray(batch["data"])
-        y = np.asarray(batch[label_key], dtype=np.int64)
+        try:
+            y = np.asarray(batch[label_key])
+            if y.dtype.kind not in "iu":
+                raise TypeError(f"{y.dtype} values")
+            y = y.astype(np.int64)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{path}: {label_key!r} must be integer class indices, got {exc}") from None
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise UserError(f"{path}: 'data' must be uint8 (n, 3072), got {data.dtype} {data.shape}")
         if y.shape != (len(data),):
@@ -63,6 +69,7 @@ def _load(name: str, root: str | None, options: dict | None) -> Dataset:
     if root is None:
         raise UserError(f"dataset {name!r} needs --dataset-dir, a folder holding "
                         f"{spec['folder']}/ with {', '.join(needed)}")
+    check_dataset_dir(name, root)
     places = [os.path.join(root, spec["folder"]), root]
     folder = next((p for p in places if all(os.path.isfile(os.path.join(p, f)) for f in needed)), None)
     if folder is None:

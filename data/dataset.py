@@ -125,3 +125,16 @@ def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple, tuple]:
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12))
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def check_dataset_dir(name: str, root: str) -> None:
+    """A --dataset-dir that is missing, not a folder, or unreadable, said as such (an unreadable
+    folder would otherwise look like one without the expected files)."""
+    import os
+
+    if not os.path.exists(root):
+        raise UserError(f"dataset {name!r}: --dataset-dir {root} does not exist")
+    if not os.path.isdir(root):
+        raise UserError(f"dataset {name!r}: --dataset-dir {root} is a file, not a folder")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise UserError(f"dataset {name!r}: --dataset-dir {root}: permission denied")

@@ -10,6 +10,11 @@ the validation images, which serve as the test split. Images are decoded on dema
 - ``imagenet``: ``root/train/<wnid>/*`` and ``root/val/<wnid>/*`` (the validation
   images sorted into class folders, e.g. by the usual ``valprep.sh``). Option
   ``image_size`` (224).
+
+Both take a class subset, so ImageNet-100 is a config rather than a copy of the data:
+``num_classes: N`` keeps the first N class folders in sorted order, ``classes: [wnid, ...]``
+the folders named. Labels are 0..K-1 over the kept classes in sorted order; images of the
+other classes (training and validation alike) are not read.
 """
 import os
 
@@ -17,7 +22,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from trainer.errors import UserError
 
-from .dataset import Dataset, FolderSplit, check_options
+from .dataset import Dataset, FolderSplit, check_dataset_dir, check_options
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 TINY_STATS = ((0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262))
@@ -42,44 +47,89 @@ def _walk(name: str, directory: str, class_to_idx: dict, allow_empty: bool = Fal
     return samples
 
 
-def _val_folders(name: str, val_dir: str, class_to_idx: dict) -> list:
-    """``val/<class>/...`` folders; every class must also be a training class."""
+def _val_folders(name: str, val_dir: str, class_to_idx: dict, train_classes: list[str]) -> list:
+    """``val/<class>/...`` folders of the kept classes; every class must also be a training class."""
     val_classes, _ = _classes(name, val_dir)
-    unknown = sorted(set(val_classes) - set(class_to_idx))
+    unknown = sorted(set(val_classes) - set(train_classes))
     if unknown:
         raise UserError(f"dataset {name!r}: class folders in {val_dir} that train/ lacks: "
                         f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
     return _walk(name, val_dir, class_to_idx, allow_empty=True)
 
 
-def _val_annotations(name: str, val_dir: str, class_to_idx: dict) -> list:
-    """Tiny-ImageNet's original layout: ``val/images/<file>`` labelled by ``val_annotations.txt``."""
+def _val_annotations(name: str, val_dir: str, class_to_idx: dict, train_classes: list[str]) -> list:
+    """Tiny-ImageNet's original layout: ``val/images/<file>`` labelled by ``val_annotations.txt``
+    (lines of classes outside the kept subset are skipped)."""
+    train_classes = set(train_classes)
     ann_path = os.path.join(val_dir, "val_annotations.txt")
     samples = []
-    with open(ann_path) as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.strip().split("\t")
-            if not fields or not fields[0]:
-                continue
-            if len(fields) < 2:
-                raise UserError(f"{ann_path}:{lineno}: expected '<file>\\t<wnid>\\t...', got {line.strip()!r}")
-            fname, wnid = fields[0], fields[1]
-            if wnid not in class_to_idx:
-                raise UserError(f"{ann_path}:{lineno}: class {wnid!r} has no folder in train/")
-            path = os.path.join(val_dir, "images", fname)
-            if not os.path.isfile(path):
-                raise UserError(f"{ann_path}:{lineno}: image {path} not found")
-            samples.append((path, class_to_idx[wnid]))
+    try:
+        with open(ann_path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except PermissionError:
+        raise UserError(f"dataset {name!r}: {ann_path}: permission denied") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"dataset {name!r}: cannot read {ann_path}: {exc}") from None
+    for lineno, line in enumerate(lines, 1):
+        fields = line.strip().split("\t")
+        if not fields or not fields[0]:
+            continue
+        if len(fields) < 2:
+            raise UserError(f"{ann_path}:{lineno}: expected '<file>\\t<wnid>\\t...', got {line.strip()!r}")
+        fname, wnid = fields[0], fields[1]
+        if wnid not in train_classes:
+            raise UserError(f"{ann_path}:{lineno}: class {wnid!r} has no folder in train/")
+        if wnid not in class_to_idx:
+            continue
+        path = os.path.join(val_dir, "images", fname)
+        if not os.path.isfile(path):
+            raise UserError(f"{ann_path}:{lineno}: image {path} not found")
+        samples.append((path, class_to_idx[wnid]))
     if not samples:
         raise UserError(f"dataset {name!r}: {ann_path} lists no images")
     return samples
 
 
-def _image_size(name: str, options: dict | None, default: int) -> int:
-    size = check_options(name, options, {"image_size": default})["image_size"]
+def _options(name: str, options: dict | None, default_size: int) -> dict:
+    opts = check_options(name, options, {"image_size": default_size, "num_classes": None, "classes": None})
+    size = opts["image_size"]
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise UserError(f"dataset {name!r}: image_size must be a positive integer, got {size!r}")
-    return size
+    return opts
+
+
+def _subset(name: str, train_dir: str, classes: list[str], opts: dict) -> dict[str, int]:
+    """class -> label for the classes kept: all, the first num_classes (sorted), or those named."""
+    count, named = opts["num_classes"], opts["classes"]
+    if count is not None and named is not None:
+        raise UserError(f"dataset {name!r}: give num_classes or classes, not both")
+    if count is not None:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise UserError(f"dataset {name!r}: num_classes must be a positive integer, got {count!r}")
+        if count > len(classes):
+            raise UserError(f"dataset {name!r}: num_classes {count} asked for, but {train_dir} holds "
+                            f"{len(classes)} class folders")
+        kept = classes[:count]
+    elif named is not None:
+        if (not isinstance(named, (list, tuple)) or not named
+                or not all(isinstance(c, str) for c in named)):
+            raise UserError(f"dataset {name!r}: classes must be a non-empty list of class folder names, "
+                            f"got {named!r}")
+        missing = [c for c in named if c not in set(classes)]
+        if missing:
+            raise UserError(f"dataset {name!r}: class {missing[0]!r} has no folder in {train_dir}"
+                            f"{f' ({len(missing)} such classes)' if len(missing) > 1 else ''}; "
+                            f"valid classes: {_some(classes)}")
+        if len(set(named)) != len(named):
+            raise UserError(f"dataset {name!r}: classes lists a class twice: {named!r}")
+        kept = sorted(named)
+    else:
+        kept = classes
+    return {c: i for i, c in enumerate(kept)}
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f" ... ({len(names)} in all)" if len(names) > shown else "")
 
 
 def _dataset(name, classes, train, test, size, stats) -> Dataset:
@@ -91,11 +141,12 @@ def _dataset(name, classes, train, test, size, stats) -> Dataset:
 
 def load_tinyimagenet(root: str | None, options: dict | None = None) -> Dataset:
     name = "tinyimagenet"
-    size = _image_size(name, options, 64)
+    opts = _options(name, options, 64)
     expected = (f"{TINY_FOLDER}/train/<wnid>/images/*.JPEG and either {TINY_FOLDER}/val/images/*.JPEG "
                 f"with {TINY_FOLDER}/val/val_annotations.txt or {TINY_FOLDER}/val/<wnid>/*")
     if root is None:
         raise UserError(f"dataset {name!r} needs --dataset-dir, a folder holding {expected}")
+    check_dataset_dir(name, root)
     places = [os.path.join(root, TINY_FOLDER), root]
     folder = next((p for p in places if os.path.isdir(os.path.join(p, "train"))
                    and os.path.isdir(os.path.join(p, "val"))), None)
@@ -103,28 +154,31 @@ def load_tinyimagenet(root: str | None, options: dict | None = None) -> Dataset:
         raise UserError(f"dataset {name!r}: expected train/ and val/ folders in one of: "
                         f"{', '.join(places)} (layout: {expected})")
     train_dir, val_dir = os.path.join(folder, "train"), os.path.join(folder, "val")
-    classes, class_to_idx = _classes(name, train_dir)
+    all_classes, _ = _classes(name, train_dir)
+    class_to_idx = _subset(name, train_dir, all_classes, opts)
     train = _walk(name, train_dir, class_to_idx)
     if (os.path.isfile(os.path.join(val_dir, "val_annotations.txt"))
             and os.path.isdir(os.path.join(val_dir, "images"))):
-        test = _val_annotations(name, val_dir, class_to_idx)
+        test = _val_annotations(name, val_dir, class_to_idx, all_classes)
     else:
-        test = _val_folders(name, val_dir, class_to_idx)
-    return _dataset(name, classes, train, test, size, TINY_STATS)
+        test = _val_folders(name, val_dir, class_to_idx, all_classes)
+    return _dataset(name, list(class_to_idx), train, test, opts["image_size"], TINY_STATS)
 
 
 def load_imagenet(root: str | None, options: dict | None = None) -> Dataset:
     name = "imagenet"
-    size = _image_size(name, options, 224)
+    opts = _options(name, options, 224)
     if root is None:
         raise UserError(f"dataset {name!r} needs --dataset-dir, a folder holding train/<wnid>/* "
                         f"and val/<wnid>/*")
+    check_dataset_dir(name, root)
     train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
     missing = [d for d in (train_dir, val_dir) if not os.path.isdir(d)]
     if missing:
         raise UserError(f"dataset {name!r}: expected folders {train_dir}/<wnid>/* and "
                         f"{val_dir}/<wnid>/*; missing: {', '.join(missing)}")
-    classes, class_to_idx = _classes(name, train_dir)
+    all_classes, _ = _classes(name, train_dir)
+    class_to_idx = _subset(name, train_dir, all_classes, opts)
     train = _walk(name, train_dir, class_to_idx)
-    test = _val_folders(name, val_dir, class_to_idx)
-    return _dataset(name, classes, train, test, size, IMAGENET_STATS)
+    test = _val_folders(name, val_dir, class_to_idx, all_classes)
+    return _dataset(name, list(class_to_idx), train, test, opts["image_size"], IMAGENET_STATS)

@@ -9,7 +9,7 @@ import numpy as np
 
 from trainer.errors import UserError
 
-from .dataset import ArraySplit, Dataset, check_options
+from .dataset import ArraySplit, Dataset, check_dataset_dir, check_options
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -52,6 +52,7 @@ def find_files(name: str, root: str | None) -> dict[str, str]:
     if root is None:
         raise UserError(f"dataset {name!r} needs --dataset-dir, a folder holding "
                         f"{', '.join(FILES)} (each optionally .gz)")
+    check_dataset_dir(name, root)
     places = [root, os.path.join(root, SUBDIRS[name])]
     for place in places:
         found = {}

@@ -7,16 +7,19 @@ class i mod K). Samples are generated on demand from (seed, split, index), so a
 sample is the same whatever batch it is drawn in, and a split of 3x224x224 images
 costs no memory.
 
-Options: num_classes (10), shape ([3, 32, 32]), train_size (2000), test_size (500), seed (0).
+Options: num_classes (10), shape ([3, 32, 32]), train_size (2000), test_size (500), seed (0),
+in_memory (false: true generates every sample once at load and serves batches from one uint8
+array, so a benchmark measures the model and the buffer rather than the noise generator).
 """
 import numpy as np
 import torch
 
 from trainer.errors import UserError
 
-from .dataset import Dataset, Split, as_indices, channel_stats, check_options
+from .dataset import ArraySplit, Dataset, Split, as_indices, channel_stats, check_options
 
-DEFAULTS = {"num_classes": 10, "shape": [3, 32, 32], "train_size": 2000, "test_size": 500, "seed": 0}
+DEFAULTS = {"num_classes": 10, "shape": [3, 32, 32], "train_size": 2000, "test_size": 500, "seed": 0,
+            "in_memory": False}
 NOISE = 64
 GRID = 4
 
@@ -67,6 +70,11 @@ def load(root: str | None = None, options: dict | None = None) -> Dataset:
     patterns = grid[:, :, rows][:, :, :, cols].astype(np.int16)
     train = SyntheticSplit(patterns, train_size, seed, stream=1)
     test = SyntheticSplit(patterns, test_size, seed, stream=2)
+    if not isinstance(opts["in_memory"], bool):
+        raise UserError(f"synthetic dataset: in_memory must be true or false, got {opts['in_memory']!r}")
+    if opts["in_memory"]:
+        train, test = (ArraySplit(*(t.numpy() for t in split.take(np.arange(len(split)))))
+                       for split in (train, test))
     sample, _ = train.take(np.arange(min(train_size, 256)))
     mean, std = channel_stats(sample.numpy())
     return Dataset(name="synthetic", num_classes=num_classes, sample_shape=shape,

@@ -4,6 +4,8 @@
     python scripts/bench_accuracy.py                      # baselines: naive, joint, transfer
     python scripts/bench_accuracy.py --suite rehearsal --seeds 0,1,2
     python scripts/bench_accuracy.py --ranks 2 -- --epochs 5   # extra args go to main.py
+    python scripts/bench_accuracy.py --suite policy --seeds 0,1,2 --json benchmarks/accuracy_policy.json \
+        -- --epochs 5 --batch-size 32                        # fixed K x N vs adaptive, lr 0.02 and 0.05
 
 Each method is one main.py run (same flags a user would type); the table gives the mean and
 the spread (sample standard deviation over seeds) of final average accuracy and forgetting,
@@ -38,6 +40,12 @@ SUITES = {
         "er (nil_cpp)": ["--agent", "nil_cpp"],
         "der": ["--agent", "der"],
         "derpp": ["--agent", "derpp"],
+    },
+    # The buffer's insertion policy side by side (ER, nil_cpp, 10% memory, R = 32).
+    "policy": {
+        f"{policy} lr {lr}": ["--agent", "nil_cpp", "--lr", str(lr), "--agent-config",
+                              f"{{'policy': '{policy}', 'rehearsal_ratio': 10, 'num_representatives': 32}}"]
+        for lr in (0.02, 0.05) for policy in ("fixed", "adaptive")
     },
 }
 
@@ -82,24 +90,28 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     parser.add_argument("--ranks", type=int, default=1)
     parser.add_argument("--json", default=None, help="write the results here (default: print only)")
+    parser.add_argument("--only", default="", help="run only the methods whose name contains this")
     parser.add_argument("extra", nargs="*", help="flags passed to every main.py run (after --)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     table = {}
     with tempfile.TemporaryDirectory() as tmp:
         for method, flags in SUITES[args.suite].items():
-            runs = [run_one([*flags, *args.extra], seed, args.ranks, Path(tmp), f"{method.split()[0]}-s{seed}")
-                    for seed in seeds]
+            if args.only not in method:
+                continue
+            runs = [run_one([*flags, *args.extra], seed, args.ranks, Path(tmp),
+                            f"{method.replace(' ', '_')}-s{seed}") for seed in seeds]
             table[method] = {"runs": runs, **summarise(runs)}
             print(f"  done: {method}", file=sys.stderr)
     pm = "±"
     print(f"\n{args.suite} on the default data ({len(seeds)} seed(s), {args.ranks} rank(s), extra flags: "
           f"{' '.join(args.extra) or 'none'})")
-    print(f"{'method':<14} {'final avg acc %':>17} {'forgetting %':>15} {'avg incr acc %':>16} {'wall s':>8}")
+    print(f"{'method':<18} {'final avg acc %':>17} {'forgetting %':>15} {'avg incr acc %':>17} {'wall s':>8}")
     for method, row in table.items():
-        print(f"{method:<14} {100 * row['final_average_accuracy_mean']:>9.1f} {pm} {100 * row['final_average_accuracy_std']:<5.1f}"
+        print(f"{method:<18} {100 * row['final_average_accuracy_mean']:>9.1f} {pm} {100 * row['final_average_accuracy_std']:<5.1f}"
               f" {100 * row['forgetting_mean']:>7.1f} {pm} {100 * row['forgetting_std']:<5.1f}"
-              f" {100 * row['average_incremental_accuracy_mean']:>16.1f} {row['wall_s_mean']:>8.1f}")
+              f" {100 * row['average_incremental_accuracy_mean']:>9.1f} {pm} "
+              f"{100 * row['average_incremental_accuracy_std']:<5.1f} {row['wall_s_mean']:>8.1f}")
     result = {"suite": args.suite, "seeds": seeds, "ranks": args.ranks, "extra": args.extra, "methods": table}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

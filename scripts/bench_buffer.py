@@ -6,10 +6,12 @@ One world size (every rank runs this):
 
 Several, merged into one table and one JSON (relaunches itself under mpirun for each P):
 
-    python scripts/bench_buffer.py --ranks 1,2,4 --json bench.json [--quick]
+    python scripts/bench_buffer.py --ranks 1,2,4 --json bench.json [--quick] [--policy fixed]
 
 Measured in the same run, for 3x32x32 and 3x224x224 uint8 samples, every rank's slice filled
-first (10 classes x N slots, N large enough for the largest R on one rank):
+first (10 classes x N slots, N large enough for the largest R on one rank; ``--policy adaptive``,
+the default, gives each rank the same 10 x N slots shared by the classes, ``fixed`` the K x N
+layout):
 
 * insertion: add() in batches (128 / 32 samples), samples/s and GB/s per rank (median batch
   time), while filling (every sample written) and once full (reservoir replacements);
@@ -54,6 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--reps", default="7,56,128", help="numbers of representatives R")
     p.add_argument("--shapes", default=",".join(SHAPES), help=f"among {', '.join(SHAPES)}")
     p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--policy", choices=("adaptive", "fixed"), default="adaptive",
+                   help="the buffers' insertion policy (same number of slots either way)")
     p.add_argument("--repeats", type=int, help="timed repeats (default 30, quick 10)")
     p.add_argument("--warmup", type=int, help="untimed repeats first (default 3, quick 2)")
     p.add_argument("--require-native", action="store_true",
@@ -214,7 +218,7 @@ def worker(args):
     K, step = args.classes, args.step_ms / 1e3
     result = {"world_size": P, "host": platform.node(), "cpus": os.cpu_count(),
               "step_ms": args.step_ms, "quick": args.quick, "repeats": args.repeats,
-              "warmup": args.warmup, "native": have_native,
+              "warmup": args.warmup, "native": have_native, "policy": args.policy,
               "native_info": native_info, "shapes": []}
     for name in args.shapes:
         shape, batch, slots = SHAPES[name]
@@ -222,8 +226,10 @@ def worker(args):
             slots = QUICK_SLOTS[name]
         slots = max(slots, -(-max(args.reps) // K))
         sample_bytes = int(np.prod(shape))
-        bufs = {kind: buffer_class(kind)(num_classes=K, slots_per_class=slots, sample_shape=shape,
-                                         dtype="uint8", seed=1, comm=comm) for kind in kinds}
+        layout = (dict(slots_per_class=slots, policy="fixed") if args.policy == "fixed"
+                  else dict(capacity=K * slots, policy="adaptive"))
+        bufs = {kind: buffer_class(kind)(num_classes=K, sample_shape=shape, dtype="uint8", seed=1, comm=comm,
+                                         **layout) for kind in kinds}
         insert = {}
         for kind in ("native", "python"):
             if kind in bufs:
@@ -334,7 +340,7 @@ def fmt_ratio(v):
 
 
 def format_run(run):
-    lines = [f"== {run['world_size']} rank(s) on {run['host']} ({run['cpus']} CPUs), "
+    lines = [f"== {run['world_size']} rank(s), policy {run.get('policy', 'fixed')}, on {run['host']} ({run['cpus']} CPUs), "
              f"step {run['step_ms']:.0f} ms, {run['repeats']} repeats after {run['warmup']} "
              f"warm-up; native: " + (run["native_info"] if run["native"] else "not available")]
     lines.append("insertion, add() per rank      batch   fill: samples/s     GB/s"

@@ -39,8 +39,9 @@ def pattern(rank: int, label: int, sample_id: int, size: int, dtype) -> np.ndarr
 
 
 def extras_pattern(rank: int, label: int, sample_id: int, num_extras: int) -> np.ndarray:
-    return (np.arange(num_extras, dtype=np.float32) + rank * 1000.0 + label * 10.0
-            + (sample_id % 997) / 1000.0).astype(np.float32)
+    # in float64, then rounded once: the same bits whether the ids are Python or numpy integers
+    return (np.arange(num_extras, dtype=np.float64) + float(rank) * 1000.0 + float(label) * 10.0
+            + float(sample_id % 997) / 1000.0).astype(np.float32)
 
 
 def identify(x_row: np.ndarray) -> tuple:

@@ -83,8 +83,8 @@ def test_global_sampling_rehearses_the_other_ranks_samples(tmp_path, agent):
 
 @pytest.mark.parametrize("flags, message", [
     (["--agent", "er", "--agent-config", "{'num_reps': 8}"],
-     "unknown --agent-config key 'num_reps' for agent er; valid keys: async, buffer, global_sampling, "
-     "num_representatives, rehearsal_ratio, slots_per_class"),
+     "unknown --agent-config key 'num_reps' for agent er; valid keys: async, buffer, buffer_size, global_sampling, "
+     "num_candidates, num_representatives, policy, rehearsal_ratio, slots_per_class"),
     (["--agent", "er", "--agent-config", "{'buffer': 'gpu'}"],
      "--agent-config buffer='gpu' for agent er; valid values: 'native', 'native_cat', 'python', 'local'"),
     (["--agent", "der", "--agent-config", "{'alpha': 'high'}"], "alpha for agent der must be float"),

@@ -19,6 +19,24 @@ CASES = [
     (["--dataset", "cifar10"], "--dataset-dir"),
     (["--agent-config", "{'reset': True}"], "valid keys: reset_state_dict"),
     (["--epochz", "3"], "unknown option --epochz (did you mean --epochs?)"),
+    (["--agent-config", "{1: 2}"], "keys must be option names (strings), got 1"),
+    (["--seed", "-1"], "seed must be an integer in [0, 4294967295], got -1"),
+    (["--lr", "nan"], "lr must be a finite number, got nan"),
+    (["--momentum", "inf"], "momentum must be a finite number, got inf"),
+    (["--epochs", "2.9"], "argument --epochs: invalid int value: '2.9'"),
+    (["--workers", "100000"], "workers must be at most 4 x the"),
+    (["--agent", "der", "--agent-config", "{'alpha': .nan}"], "alpha for agent der must be a finite number"),
+    (["--agent", "er", "--agent-config", "{'rehearsal_ratio': 500}"], "rehearsal_ratio is a percentage"),
+    (["--agent", "er", "--agent-config", "{'policy': 'fixed', 'slots_per_class': 0}"], "slots_per_class must be at least 1"),
+    (["--model-config", "{'depth': 3}"], "model 'mnistnet' does not take option(s) depth"),
+    (["--overwrite"], "--overwrite replaces the --run-name folder: give --run-name too"),
+    (["--agent", "er", "--agent-config", "{'buffer_size': 1000000000000}"], "the rehearsal buffer needs "),
+    (["--amp", "fp16", "--device", "cpu"], "--amp fp16 needs a CUDA GPU and --device cpu was asked for; "
+                                           "valid choices on the CPU: off, bf16"),
+    (["--epochs", "30", "--lr-schedule", "step", "--lr-milestones", "21,26,31", "--lr-factors", "0.5,0.05,0.01"],
+     "milestone 31 is beyond --epochs 30"),
+    (["--epochs", "30", "--lr-schedule", "step", "--lr-milestones", "21,26,28", "--lr-factors", "0.5,0.05"],
+     "--lr-milestones has 3 value(s) (21,26,28) and --lr-factors 2 (0.5,0.05); give one factor per milestone"),
 ]
 
 

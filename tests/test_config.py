@@ -84,3 +84,25 @@ def test_unknown_key_in_preset_lists_valid_options(tmp_path):
 def test_shipped_config_yaml_presets_all_resolve():
     for name in config.load_presets("config.yaml"):
         config.resolve(["--config", name])
+
+
+@pytest.mark.parametrize("preset, classes, num_classes", [("ccgrid24_imagenet", 250, None),
+                                                          ("ccgrid24_imagenet100", 25, 100)])
+def test_ccgrid24_presets_are_the_published_protocol(preset, classes, num_classes):
+    """CCGrid 2024: ResNet-50, 4 tasks, 30 epochs (5 warm-up), SGD 0.9, wd 5e-5, 0.0125 per GPU
+    x min(GPUs, 64), x0.5/0.05/0.01 at epochs 21/26/28, mixed precision, B=56, R=7, 30% buffer."""
+    cfg = config.resolve(["--config", preset])
+    assert cfg["model"] == "resnet50" and cfg["dataset"] == "imagenet"
+    assert cfg["dataset_config"].get("num_classes") == num_classes
+    assert cfg["tasksets_config"] == {"scenario": "class", "initial_increment": classes, "increment": classes}
+    assert (cfg["epochs"], cfg["warmup_epochs"]) == (30, 5)
+    assert (cfg["optimizer"], cfg["momentum"], cfg["weight_decay"]) == ("sgd", 0.9, 5e-5)
+    assert (cfg["lr"], cfg["lr_scale_cap"], cfg["lr_schedule"]) == (0.0125, 64, "step")
+    assert cfg["lr_milestones"] == [21, 26, 28] and cfg["lr_factors"] == [0.5, 0.05, 0.01]
+    assert cfg["amp"] == "fp16"
+    assert cfg["agent"] == "nil_cpp" and cfg["batch_size"] == 56
+    assert cfg["agent_config"] == {"num_representatives": 7, "num_candidates": 14, "rehearsal_ratio": 30,
+                                   "policy": "fixed"}
+    from trainer.schedule import peak_lr
+
+    assert peak_lr(cfg, 16) == pytest.approx(0.2) and peak_lr(cfg, 128) == pytest.approx(0.8)

@@ -70,7 +70,7 @@ def test_unknown_dataset_lists_valid_names():
 
 
 def test_unknown_option_lists_valid_ones():
-    with pytest.raises(UserError, match="valid options: image_size"):
+    with pytest.raises(UserError, match="valid options: classes, image_size, num_classes"):
         load_dataset("imagenet", "/nowhere", {"resize": 3})
     with pytest.raises(UserError, match="digits.*valid options: none"):
         load_dataset("digits", None, {"x": 1})
@@ -295,6 +295,17 @@ def test_synthetic():
         load_dataset("synthetic", None, {"shape": [3, 32]})
     with pytest.raises(UserError, match="valid options"):
         load_dataset("synthetic", None, {"classes": 3})
+
+
+
+def test_synthetic_in_memory_serves_the_same_samples():
+    opts = {"num_classes": 3, "shape": [3, 6, 5], "train_size": 12, "test_size": 4, "seed": 1}
+    lazy, held = load_dataset("synthetic", None, opts), load_dataset("synthetic", None, {**opts, "in_memory": True})
+    for a, b in ((lazy.train, held.train), (lazy.test, held.test)):
+        assert all(torch.equal(u, v) for u, v in zip(a.take([3, 0, 2]), b.take([3, 0, 2])))
+    assert held.mean == pytest.approx(lazy.mean)
+    with pytest.raises(UserError, match="in_memory must be true or false"):
+        load_dataset("synthetic", None, {**opts, "in_memory": "yes"})
 
 
 # ---------------------------------------------------------------- scenarios

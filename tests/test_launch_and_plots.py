@@ -188,7 +188,7 @@ def test_slurm_sbatch_syntax_and_srun_line(tmp_path):
     assert "MASTER=gpu017:" + str(20000 + 123456 % 20000) in out
     args = [line[4:] for line in out if line.startswith("ARG=")]
     main = args.index("main.py")
-    assert args[main + 1:] == ["--resume", "--run-name", "cl-trainer-123456", "--epochs", "3"], args
+    assert args[main + 1:] == ["--resume", "--run-name", "cl-trainer-123456", "--config", "main", "--epochs", "3"], args
     assert "--mpi=pmix" in args[:main]
 
 

@@ -305,8 +305,9 @@ def test_context_manager_closes_and_stats_fields():
     with filled_buffer(num_extras=1) as buf:
         drawn(buf, 5)
         stats = buf.stats()
-        assert set(stats) == {"seen_per_class", "filled_per_class", "filled", "filled_per_rank", "global_filled",
-                              "last_draw_seconds", "bytes_read_remote", "bytes_read_local", "draws"}
+        assert set(stats) == {"classes", "seen_per_class", "filled_per_class", "filled", "capacity", "filled_per_rank",
+                              "global_filled", "last_draw_seconds", "bytes_read_remote", "bytes_read_local", "draws"}
+        assert stats["classes"] == [0, 1, 2] and stats["capacity"] == 12
         assert stats["filled_per_rank"] == [12] and stats["global_filled"] == 12 and stats["draws"] == 1
         assert stats["bytes_read_local"] == 5 * (6 + 8 + 4) and stats["bytes_read_remote"] == 0
         assert stats["last_draw_seconds"] > 0
@@ -319,7 +320,8 @@ QUICK = ["representatives", "determinism", "state_round_trip", "inconsistent_con
 
 
 @pytest.mark.parametrize("np_", [2, 4])
-@pytest.mark.parametrize("checks", [QUICK, ["uniform"], ["no_torn_reads"]], ids=["semantics", "uniform", "torn"])
+@pytest.mark.parametrize("checks", [QUICK, ["uniform", "uniform_adaptive"], ["no_torn_reads"],
+                                    ["no_torn_reads_adaptive"]], ids=["semantics", "uniform", "torn", "torn_adaptive"])
 def test_multi_rank(mpirun, np_, checks):
     proc = mpirun(np_, [sys.executable, str(JOBS / "native_checks.py"), *checks], timeout=240)
     for name in checks:

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.errors import UserError
+from trainer.errors import AgreedError
 
 log = logging.getLogger(__name__)
-_NAME = re.compile(r"^t(\d{3})-e(\d{4})$")
+_NAME = re.compile(r"^t(\d{3,})-e(\d{4,})$")
 KEEP = 2  # complete checkpoints kept; older ones are removed
 
 
@@ -74,12 +74,18 @@ def save(run_dir: Path, engine, task: int, epoch: int, shared: dict, per_rank: d
     return folder
 
 
+def _order(folder: Path) -> tuple[int, int]:
+    task, epoch = _NAME.match(folder.name).groups()
+    return int(task), int(epoch)
+
+
 def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first, ordered by (task, epoch) as numbers."""
     root = checkpoint_dir(run_dir)
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if _NAME.match(p.name) and (p / "COMPLETE").is_file()]
-    return sorted(found, key=lambda p: p.name)
+    return sorted(found, key=_order)
 
 
 def latest(run_dir: Path) -> Path | None:
@@ -87,11 +93,54 @@ def latest(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+SHARED_KEYS = ("model", "optimizer", "scheduler", "world_size", "task", "epoch")
+RANK_KEYS = ("agent", "recorder", "rng")
+
+
+def _read(path: Path, keys: tuple) -> dict:
+    """One checkpoint file; any failure to load it (truncated, garbage, empty) is a ValueError."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - a damaged pickle can raise nearly anything
+        raise ValueError(f"{path} does not load ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"{path} is damaged (missing {', '.join(missing)})")
+    return state
+
+
 def load(folder: Path, engine) -> tuple[dict, dict]:
-    """(shared, this rank's) state of a complete checkpoint; a different world size is refused."""
-    shared = torch.load(folder / "shared.pt", map_location="cpu", weights_only=False)
-    if shared["world_size"] != engine.world_size:
-        raise UserError(f"checkpoint {folder} was written by {shared['world_size']} ranks, this job has "
-                        f"{engine.world_size}; resume with the same number of ranks")
-    own = torch.load(folder / f"rank{engine.rank}.pt", map_location="cpu", weights_only=False)
+    """(shared, this rank's) state of a complete checkpoint. Written by another number of ranks
+    (elastic resume), this rank's state is pooled from every old rank's file: `resharded_from`
+    (the old world size), `agent` = {"reshard": [every old rank's agent state]}, and the step
+    records and RNG state of old rank `rank` (or `rank mod old` for the RNG on a new rank)."""
+    shared = _read(folder / "shared.pt", SHARED_KEYS)
+    old = shared["world_size"]
+    if old != engine.world_size:
+        files = [_read(folder / f"rank{r}.pt", RANK_KEYS) for r in range(old)]
+        mine = files[engine.rank] if engine.rank < old else files[engine.rank % old]
+        recorder = dict(mine["recorder"], steps=mine["recorder"]["steps"] if engine.rank < old else [])
+        return shared, {"agent": {"reshard": [f["agent"] for f in files]}, "recorder": recorder,
+                        "rng": mine["rng"], "resharded_from": old}
+    own = _read(folder / f"rank{engine.rank}.pt", RANK_KEYS)
     return shared, own
+
+
+def load_usable(folders: list[Path], engine) -> tuple[Path, dict, dict, list[str]]:
+    """The newest checkpoint of `folders` (newest first) that loads on every rank, and a note for
+    each one skipped. Collective: every rank takes the same decision, from the gathered outcomes
+    of all ranks; a damaged file is named, and the next older checkpoint is tried."""
+    notes = []
+    for folder in folders:
+        try:
+            shared, own = load(folder, engine)
+            problem = None
+        except ValueError as exc:
+            shared = own = None
+            problem = str(exc)
+        problems = [p for p in engine.allgather_object(problem) if p]
+        if not problems:
+            return folder, shared, own, notes
+        notes.append(f"checkpoint {folder} is unusable: {'; '.join(problems)}; trying the previous one")
+    raise AgreedError(f"no usable checkpoint to resume from: {' | '.join(notes) or 'none found'}; start "
+                      f"afresh without --resume")

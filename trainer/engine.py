@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 import torch
 
 from trainer import mpi
-from trainer.errors import UserError
+from trainer.errors import AgreedError, UserError
 from trainer.launch import LaunchInfo, detect
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,25 @@ class Engine(ABC):
         """Rank 0's picklable object, on every rank."""
 
     @abstractmethod
+    def allgather_object(self, obj) -> list:
+        """Every rank's picklable object, in rank order, on every rank."""
+
+    @abstractmethod
     def barrier(self) -> None: ...
+
+    def decide(self, fn):
+        """fn() run on rank 0 only, its result on every rank; its UserError raised on every rank
+        (as AgreedError), so a refused start ends every rank cleanly with one message."""
+        outcome = None
+        if self.rank == 0:
+            try:
+                outcome = ("ok", fn())
+            except UserError as exc:
+                outcome = ("error", str(exc))
+        outcome = self.broadcast_object(outcome)
+        if outcome[0] == "error":
+            raise AgreedError(outcome[1])
+        return outcome[1]
 
     def shutdown(self) -> None:
         """Leave the process group cleanly at the end of a run."""
@@ -100,6 +118,13 @@ def horovod_available() -> bool:
 def start_engine(backend: str, device_name: str) -> Engine:
     """Start the engine named by --backend (auto: Horovod when importable, else torch.distributed)."""
     launch = detect()
+    if launch.launcher == "torchrun":
+        # torchrun starts N independent processes with only torch's rendezvous: Horovod would
+        # make each of them a one-rank job writing the same folder.
+        if backend == "horovod":
+            raise UserError("--backend horovod cannot run under torchrun (it gives no MPI or Horovod "
+                            "rendezvous); use --backend torch, or launch with horovodrun/mpirun")
+        backend = "torch"
     if backend == "auto":
         backend = "horovod" if horovod_available() else "torch"
     if backend == "horovod" and not horovod_available():
@@ -113,7 +138,13 @@ def start_engine(backend: str, device_name: str) -> Engine:
     if backend == "horovod":
         from trainer.horovod_engine import HorovodEngine
 
-        return HorovodEngine(launch, device)
-    from trainer.torch_engine import TorchEngine
+        engine = HorovodEngine(launch, device)
+    else:
+        from trainer.torch_engine import TorchEngine
 
-    return TorchEngine(launch, device)
+        engine = TorchEngine(launch, device)
+    if engine.world_size != launch.world_size:
+        raise UserError(f"{launch.launcher} started {launch.world_size} ranks but the {engine.name} engine "
+                        f"sees {engine.world_size}: the ranks would train as separate jobs; check the "
+                        f"launcher and --backend")
+    return engine

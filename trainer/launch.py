@@ -27,6 +27,7 @@ class LaunchInfo:
     rank: int
     world_size: int
     local_rank: int
+    local_size: int = 1  # ranks on this node
 
     @property
     def has_mpi(self) -> bool:
@@ -43,7 +44,8 @@ def _int(env, name, fallback=0) -> int:
 
 def detect(env=None) -> LaunchInfo:
     env = os.environ if env is None else env
-    for launcher, rank, size, local_rank, _ in _LAUNCHERS:
+    for launcher, rank, size, local_rank, local_size in _LAUNCHERS:
         if rank in env and size in env:
-            return LaunchInfo(launcher, _int(env, rank), _int(env, size, 1), _int(env, local_rank))
+            return LaunchInfo(launcher, _int(env, rank), _int(env, size, 1), _int(env, local_rank),
+                              max(1, _int(env, local_size, 1)))
     return LaunchInfo("single", 0, 1, 0)

@@ -13,18 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.optim.lr_scheduler import LambdaLR
 
 from agents import make_agent
 from agents.agent import AgentContext
-from data import load_dataset
 from data.loader import make_loader
 from data.scenarios import build_tasks
 from data.sharding import shard_epoch
 from models import build_model
 from trainer import checkpoint, results
 from trainer.evaluation import evaluate
+from trainer.precision import ChannelsLast, Precision
 from trainer.preprocess import Normalize, RandomCropFlip
+from trainer.schedule import make_scheduler, peak_lr
 from trainer.telemetry import Telemetry
 
 log = logging.getLogger("trainer")
@@ -37,8 +37,8 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(cfg: dict, model: torch.nn.Module, world_size: int) -> torch.optim.Optimizer:
-    """Learning rate scaled with the world size (the warm-up scheduler ramps up to it)."""
-    lr = cfg["lr"] * world_size
+    """At the peak LR, lr x min(world size, --lr-scale-cap); the task's scheduler sets each step's LR."""
+    lr = peak_lr(cfg, world_size)
     params = model.parameters()
     if cfg["optimizer"] == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
@@ -47,28 +47,23 @@ def make_optimizer(cfg: dict, model: torch.nn.Module, world_size: int) -> torch.
     return torch.optim.AdamW(params, lr=lr, weight_decay=cfg["weight_decay"])
 
 
-def warmup(optimizer, warmup_steps: int, world_size: int) -> LambdaLR:
-    """Linear warm-up from the one-rank LR to world_size x LR (Goyal et al., 2017)."""
-    start = 1.0 / world_size
-
-    def factor(step: int) -> float:
-        if warmup_steps <= 0 or step >= warmup_steps:
-            return 1.0
-        return start + (1.0 - start) * step / warmup_steps
-
-    return LambdaLR(optimizer, factor)
-
-
 class TaskLoop:
-    def __init__(self, cfg: dict, engine, run_dir: Path, dataset=None):
-        self.cfg, self.engine, self.run_dir = cfg, engine, run_dir
+    """Built (model, agent, buffers) before the run's folder exists, so a setting that cannot
+    work is refused with nothing written; `run(run_dir, checkpoints)` then trains."""
+
+    def __init__(self, cfg: dict, engine, dataset, tasks):
+        self.cfg, self.engine, self.run_dir = cfg, engine, None
         self.rank, self.world = engine.rank, engine.world_size
         seed_everything(cfg["seed"])
-        self.dataset = dataset or load_dataset(cfg["dataset"], cfg["dataset_dir"], cfg["dataset_config"])
-        self.tasks = build_tasks(self.dataset, cfg["tasksets_config"], cfg["seed"])
+        self.dataset, self.tasks = dataset, tasks
+        self.precision = Precision(cfg["amp"], engine.device)
         self.module = self._new_model(seed=cfg["seed"]).to(engine.device)
+        if cfg["channels_last"]:
+            self.module = self.module.to(memory_format=torch.channels_last)
         self.model = engine.wrap_model(self.module)
         self.preprocess = Normalize(self.dataset.mean, self.dataset.std, engine.device)
+        if cfg["channels_last"]:
+            self.preprocess = torch.nn.Sequential(self.preprocess, ChannelsLast())
         train_preprocess = self.preprocess
         if cfg["augment"]:
             padding = max(1, self.dataset.sample_shape[-1] // 8)  # 4 pixels for 32x32 images
@@ -81,12 +76,25 @@ class TaskLoop:
             train_size=int(sum(len(t.train_indices) for t in self._distinct_train_tasks())),
             batch_size=cfg["batch_size"], seed=cfg["seed"], reset_model=self.reset_model,
             class_counts=np.bincount(train_targets, minlength=self.dataset.num_classes),
+            precision=self.precision,
         )
         self.agent = make_agent(cfg["agent"], self.ctx, cfg["agent_config"])
         self.recorder = results.Recorder(len(self.tasks), self.world)
-        self.telemetry = Telemetry(run_dir, enabled=self.rank == 0 and cfg["tensorboard"])
+        self.telemetry = None
+        self._loaded = None  # (folder, shared state, this rank's state) of the checkpoint to resume
         self.optimizer = self.scheduler = None
         self.start_task, self.start_epoch = 0, 0
+        try:
+            self.agent.before_training()  # buffers are sized and allocated here
+        except BaseException:
+            self.agent.close()
+            raise
+
+    def close(self) -> None:
+        """Release the agent's buffers and the event writer, on every rank (idempotent)."""
+        self.agent.close()
+        if self.telemetry is not None:
+            self.telemetry.close()
 
     def _distinct_train_tasks(self):
         """Tasks as they would be without concatenation (the training set's true size)."""
@@ -112,7 +120,7 @@ class TaskLoop:
         if self.optimizer is None:  # one optimizer per run: Horovod hooks the gradients once
             self.optimizer = self.engine.wrap_optimizer(make_optimizer(cfg, self.module, self.world), self.module)
         self.optimizer.state.clear()  # each task starts without momentum from the last one
-        self.scheduler = warmup(self.optimizer, int(cfg["warmup_epochs"] * steps_per_epoch), self.world)
+        self.scheduler = make_scheduler(cfg, self.optimizer, steps_per_epoch, self.world)
         self.ctx.optimizer = self.optimizer
 
     def _steps_per_epoch(self, task) -> int:
@@ -125,20 +133,30 @@ class TaskLoop:
             "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "precision": self.precision.state_dict(),
             "config": self.cfg,
         }
         per_rank = {"agent": self.agent.state_dict(), "recorder": self.recorder.state_dict()}
         folder = checkpoint.save(self.run_dir, self.engine, task_index, epochs_done, shared, per_rank)
         log.info("checkpoint written: %s", folder)
 
-    def resume_from(self, folder: Path) -> None:
-        shared, own = checkpoint.load(folder, self.engine)
+    def load_checkpoint(self, checkpoints: list[Path]) -> list[str]:
+        """Read the newest of `checkpoints` (newest first) that loads on every rank, before the
+        run's folder is touched; returns a note for each damaged one skipped."""
+        folder, shared, own, notes = checkpoint.load_usable(checkpoints, self.engine)
+        self._loaded = (folder, shared, own)
+        return notes
+
+    def resume_from(self, folder: Path, shared: dict, own: dict) -> None:
+        """Continue from a loaded checkpoint."""
         task, epoch = shared["task"], shared["epoch"]
         self.module.load_state_dict(shared["model"])
         self.engine.broadcast_parameters(self.module)
+        self.precision.load_state_dict(shared.get("precision", {}))
         self.recorder.load_state_dict(own["recorder"])
-        self.agent.before_training()
         self.agent.load_state_dict(own["agent"])
+        old_world = own.get("resharded_from", self.world)
+        lr_scale = peak_lr(self.cfg, self.world) / peak_lr(self.cfg, old_world)
         if epoch >= self.cfg["epochs"]:  # the task was finished (and evaluated)
             self.start_task, self.start_epoch = task + 1, 0
         else:
@@ -146,18 +164,26 @@ class TaskLoop:
             self.agent.before_task(self.tasks[task], resumed=True)
             self._begin_task(self.tasks[task])
             self.optimizer.load_state_dict(shared["optimizer"])
-            self.scheduler.load_state_dict(shared["scheduler"])
+            self.scheduler.load_state_dict(shared["scheduler"])  # its LRs: from the new world size's peak
         checkpoint.set_rng_state(own["rng"])
+        if old_world != self.world:
+            summary = getattr(self.agent, "reshard_summary", None)
+            buffer = ("buffer re-sharded ({held_after} of {held_before} samples kept, capacity {capacity_before} -> "
+                      "{capacity_after})".format(**summary) if summary else "no buffer")
+            log.info("resumed %d-rank checkpoint on %d ranks: %s, data sharded over %d ranks, learning rate "
+                     "scaled x%.3g", old_world, self.world, buffer, self.world, lr_scale)
         log.info("resumed from %s: continuing at task %d, epoch %d", folder, self.start_task + 1,
                  self.start_epoch + 1)
 
     # ---------------------------------------------------------------- the run
-    def run(self, resume: Path | None = None) -> dict:
+    def run(self, run_dir: Path) -> dict:
+        """Train every task not done yet (from the checkpoint load_checkpoint read, if any)."""
         cfg = self.cfg
-        if resume is not None:
-            self.resume_from(resume)
-        else:
-            self.agent.before_training()
+        self.run_dir = run_dir
+        self.telemetry = Telemetry(run_dir, enabled=self.rank == 0 and cfg["tensorboard"])
+        if self._loaded is not None:
+            self.resume_from(*self._loaded)
+            self._loaded = None
         log.info("%d tasks, %s on %s, agent %s, %d rank(s), engine %s, device %s",
                  len(self.tasks), cfg["model"], cfg["dataset"], cfg["agent"], self.world,
                  self.engine.name, self.engine.device)
@@ -173,8 +199,7 @@ class TaskLoop:
                 self.save_checkpoint(task.index, cfg["epochs"])
             return self.finish()
         finally:
-            self.agent.close()
-            self.telemetry.close()
+            self.close()
 
     def _train_task(self, task, first_epoch: int) -> None:
         cfg, engine = self.cfg, self.engine
@@ -194,13 +219,14 @@ class TaskLoop:
                     break
                 x, y = batch  # host tensors (pinned on a GPU run); the agent moves them
                 t1 = time.perf_counter()
+                lr = self.scheduler.get_last_lr()[0]  # the LR this step trains with
                 result = self.agent.train_step(x, y)
                 self.scheduler.step()
                 t2 = time.perf_counter()
                 row = (task.index, epoch, step, result.samples, t1 - t0, result.wait_s,
                        t2 - t1 - result.wait_s, result.loss)
                 self.recorder.add_step(row)
-                self.telemetry.step(row, result.losses, self.scheduler.get_last_lr()[0])
+                self.telemetry.step(row, result.losses, lr)
                 losses.append(result.loss)
                 step += 1
                 if bar is not None:
@@ -218,8 +244,9 @@ class TaskLoop:
 
     def _evaluate(self, task) -> None:
         seen = self.tasks[: task.index + 1]
-        evals = evaluate(self.module, self.dataset, seen, self.engine, self.preprocess,
-                         self.cfg["eval_batch_size"], self.cfg["workers"])
+        with self.precision.autocast():
+            evals = evaluate(self.module, self.dataset, seen, self.engine, self.preprocess,
+                             self.cfg["eval_batch_size"], self.cfg["workers"])
         stats = self.agent.stats()
         self.recorder.add_evaluation(task.index, evals, stats)
         row = self.recorder.top1[-1]
@@ -252,6 +279,11 @@ class TaskLoop:
             from trainer.plots import plot_run
 
             plot_run(self.run_dir)
+        if self.rank == 0:  # the default experiment: where this run stands between naive and joint
+            from trainer.baselines import comparison
+
+            for line in comparison(self.cfg, result["final_average_accuracy"]):
+                log.info("%s", line)
         return result
 
 

@@ -43,14 +43,15 @@ def plot_run(run_dir: Path) -> list[Path]:
 def _heatmap(metrics: dict, path: Path) -> Path:
     m = _matrix(metrics)
     fig, ax = plt.subplots(figsize=(1.2 + 0.7 * m.shape[1], 1.0 + 0.6 * m.shape[0]))
-    im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
-    for (i, j), v in np.ndenumerate(m):
+    percent = 100 * m  # the cells, the title and the colour bar all in %
+    im = ax.imshow(percent, vmin=0, vmax=100, cmap="viridis")
+    for (i, j), v in np.ndenumerate(percent):
         if not np.isnan(v):
-            ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", color="w" if v < 0.6 else "k", fontsize=8)
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="w" if v < 60 else "k", fontsize=8)
     ax.set_xlabel("evaluated on task j")
     ax.set_ylabel("after training task i")
     ax.set_title(f"accuracy (%), {metrics.get('agent', '')}")
-    fig.colorbar(im, ax=ax)
+    fig.colorbar(im, ax=ax, label="accuracy (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -25,34 +25,17 @@ import yaml
 
 from trainer import metrics
 
+QUIET_LIBRARIES = ("matplotlib", "PIL", "h5py", "fsspec", "urllib3", "tensorboard", "torch._dynamo",
+                   "torch._inductor", "numba", "asyncio")
 STEP_FIELDS = ("task", "epoch", "step", "samples", "load_s", "wait_s", "train_s", "loss")
-
-
-def run_folder_name(cfg: dict) -> str:
-    if cfg.get("run_name"):
-        return cfg["run_name"]
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{cfg['agent']}-{cfg['dataset']}-s{cfg['seed']}"
-
-
-def make_run_dir(cfg: dict, engine) -> Path:
-    """Rank 0 names and creates the folder; every rank gets the same path."""
-    path = None
-    if engine.rank == 0:
-        base = Path(cfg["results_dir"]) / run_folder_name(cfg)
-        path, n = base, 1
-        while path.exists() and not cfg.get("run_name"):
-            n += 1
-            path = base.with_name(f"{base.name}-{n}")
-        path.mkdir(parents=True, exist_ok=True)
-        path = str(path)
-    return Path(engine.broadcast_object(path))
 
 
 def setup_logging(run_dir: Path, rank: int, level: str) -> None:
     """One log file per rank; the console shows rank 0 (and errors from any rank)."""
     root = logging.getLogger()
     root.setLevel(getattr(logging, level.upper()))
+    for noisy in QUIET_LIBRARIES:  # --log-level debug is for the trainer, not matplotlib's font search
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     for handler in list(root.handlers):
         root.removeHandler(handler)
     fmt = logging.Formatter(f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")

@@ -74,6 +74,13 @@ class TorchEngine(Engine):
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def allgather_object(self, obj):
+        if not self.distributed:
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
     def barrier(self):
         if self.distributed:
             dist.barrier()

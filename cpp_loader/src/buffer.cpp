@@ -89,6 +89,11 @@ const char* thread_level_name(int level) {
   }
 }
 
+std::unique_ptr<InsertionPolicy> make_policy(const Config& config, int rank) {
+  if (config.policy == Policy::adaptive) return std::make_unique<AdaptivePolicy>(config.capacity, config.seed, rank);
+  return std::make_unique<ReservoirPolicy>(config.num_classes, config.slots_per_class, config.seed, rank);
+}
+
 }  // namespace
 
 Buffer::Buffer(const Config& config, MPI_Comm comm, const std::string& argument_error)
@@ -99,8 +104,8 @@ Buffer::Buffer(const Config& config, MPI_Comm comm, const std::string& argument_
       thread_level_(thread_level()),
       storage_(config_, comm_.get()),
       transport_(storage_.layout(), storage_.win()),
-      policy_(config.num_classes, config.slots_per_class, config.seed, rank_),
-      sampler_(config.num_classes, config.slots_per_class, config.seed, rank_) {
+      policy_(make_policy(config_, rank_)),
+      sampler_(config_.blocks(), policy_->block_stride(), config.seed, rank_) {
   draw_stats_.filled_per_rank.assign(static_cast<size_t>(world_size_), 0);
 }
 
@@ -131,16 +136,19 @@ void Buffer::add(const std::byte* x, const int64_t* y, const float* extras, int6
   if (n < 0) throw std::invalid_argument("n must be >= 0, got " + std::to_string(n));
   if (n == 0) return;
   if (!x || !y || (config_.num_extras && !extras)) throw std::invalid_argument("an input array is missing");
-  for (int64_t i = 0; i < n; ++i)
-    if (y[i] < 0 || y[i] >= config_.num_classes)
-      throw LabelError("label " + std::to_string(y[i]) + " (sample " + std::to_string(i) +
-                                  ") is outside [0, " + std::to_string(config_.num_classes) + ")");
+  const bool bounded = config_.policy == Policy::fixed || config_.num_classes > 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (y[i] >= 0 && (!bounded || y[i] < config_.num_classes)) continue;
+    const std::string which = "label " + std::to_string(y[i]) + " (sample " + std::to_string(i) + ")";
+    if (bounded) throw LabelError(which + " is outside [0, " + std::to_string(config_.num_classes) + ")");
+    throw LabelError(which + " is negative: labels are integers >= 0");
+  }
 
   const int64_t sample_bytes = layout().sample_bytes;
   std::lock_guard<std::mutex> slots(slots_mutex_);
   mpi::LockEpoch epoch(storage_.win(), rank_, MPI_LOCK_EXCLUSIVE);
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t slot = policy_.place(y[i]);
+    const int64_t slot = policy_->place(y[i]);
     if (slot >= 0)
       storage_.write(slot, x + i * sample_bytes, y[i], extras ? extras + i * config_.num_extras : nullptr);
   }
@@ -149,12 +157,12 @@ void Buffer::add(const std::byte* x, const int64_t* y, const float* extras, int6
 
 std::vector<int32_t> Buffer::snapshot_fill() const {
   std::lock_guard<std::mutex> slots(slots_mutex_);
-  return policy_.filled();
+  return policy_->fill_blocks();
 }
 
 int64_t Buffer::draw(int64_t r, Output out, const std::vector<int32_t>& snapshot) {
   const auto t0 = std::chrono::steady_clock::now();
-  const auto K = static_cast<int>(config_.num_classes);
+  const auto K = static_cast<int>(config_.blocks());  // fill counts per rank
   std::vector<int32_t> fill(static_cast<size_t>(world_size_) * K);
   MPI_Request gather = MPI_REQUEST_NULL;
   mpi::check(MPI_Iallgather(snapshot.data(), K, MPI_INT32_T, fill.data(), K, MPI_INT32_T, comm_.get(), &gather),
@@ -246,9 +254,12 @@ Stats Buffer::stats() const {
     s = draw_stats_;
   }
   std::lock_guard<std::mutex> lock(slots_mutex_);
-  s.seen_per_class = policy_.seen();
-  s.filled_per_class.assign(policy_.filled().begin(), policy_.filled().end());
-  s.filled = policy_.filled_total();
+  PolicyCounters counters = policy_->counters();
+  s.classes = std::move(counters.classes);
+  s.seen_per_class = std::move(counters.seen);
+  s.filled_per_class = std::move(counters.filled);
+  s.filled = policy_->filled_total();
+  s.capacity = config_.slots();
   return s;
 }
 
@@ -256,7 +267,7 @@ std::string Buffer::insertion_generator_state() const {
   std::lock_guard<std::mutex> call(call_mutex_);
   ensure_open();
   std::lock_guard<std::mutex> lock(slots_mutex_);
-  return policy_.generator_state();
+  return policy_->generator_state();
 }
 
 std::string Buffer::draw_generator_state() const {
@@ -266,32 +277,27 @@ std::string Buffer::draw_generator_state() const {
   return sampler_.generator_state();
 }
 
-void Buffer::save(StateView view) const {
+PolicyCounters Buffer::save(StateView view) const {
   std::lock_guard<std::mutex> call(call_mutex_);
   ensure_open();
   std::lock_guard<std::mutex> lock(slots_mutex_);
   storage_.read_all(view.samples, view.labels, view.extras);
-  for (int64_t c = 0; c < config_.num_classes; ++c) {
-    view.seen[c] = policy_.seen()[c];
-    view.filled[c] = policy_.filled()[c];
-  }
+  return policy_->counters();
 }
 
-void Buffer::load(StateView view, const std::string& insertion_generator, const std::string& draw_generator) {
+void Buffer::load(StateView view, const PolicyCounters& counters, const std::string& insertion_generator,
+                  const std::string& draw_generator) {
   std::lock_guard<std::mutex> call(call_mutex_);
   ensure_open();
   ensure_idle();
   load_generator(draw_generator, "draw");  // validate everything before changing anything
-  const std::vector<int64_t> seen(view.seen, view.seen + config_.num_classes);
-  std::vector<int32_t> filled(static_cast<size_t>(config_.num_classes));
-  for (int64_t c = 0; c < config_.num_classes; ++c) {
-    if (view.filled[c] < 0 || view.filled[c] > config_.slots_per_class)
-      throw std::invalid_argument("filled count " + std::to_string(view.filled[c]) + " of class " +
-                                  std::to_string(c) + " is outside [0, slots_per_class]");
-    filled[c] = static_cast<int32_t>(view.filled[c]);
-  }
+  for (size_t c = 0; c < counters.filled.size(); ++c)
+    if (counters.filled[c] < 0 || counters.filled[c] > config_.slots())
+      throw std::invalid_argument("filled count " + std::to_string(counters.filled[c]) + " of class " +
+                                  std::to_string(counters.classes.size() > c ? counters.classes[c] : -1) +
+                                  " is outside [0, " + std::to_string(config_.slots()) + "]");
   std::lock_guard<std::mutex> lock(slots_mutex_);
-  policy_.restore(seen, filled, insertion_generator);
+  policy_->restore(view.labels, counters, insertion_generator);  // checks the counters, or throws
   sampler_.restore(draw_generator);
   mpi::LockEpoch epoch(storage_.win(), rank_, MPI_LOCK_EXCLUSIVE);
   storage_.write_all(view.samples, view.labels, view.extras);

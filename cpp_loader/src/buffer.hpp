@@ -29,7 +29,7 @@
 
 namespace cpp_loader {
 
-// A label outside [0, num_classes): Python sees cpp_loader.LabelError (IndexError and ValueError).
+// A label outside [0, num_classes) (fixed), or negative (adaptive): Python sees cpp_loader.LabelError (IndexError and ValueError).
 class LabelError : public std::out_of_range {
  public:
   using std::out_of_range::out_of_range;
@@ -44,9 +44,11 @@ struct Output {
 };
 
 struct Stats {
+  std::vector<int64_t> classes;  // labels, in the order of the two vectors below
   std::vector<int64_t> seen_per_class;
   std::vector<int64_t> filled_per_class;
   int64_t filled = 0;
+  int64_t capacity = 0;
   std::vector<int64_t> filled_per_rank;  // as of the last draw
   int64_t global_filled = 0;             // as of the last draw
   double last_draw_seconds = 0.0;
@@ -56,14 +58,11 @@ struct Stats {
 };
 
 // A rank's slice as plain memory (state()/load_state()); caller-owned arrays of the sizes the
-// layout gives: samples slots*sample_bytes, labels slots, extras slots*num_extras, seen and
-// filled num_classes.
+// layout gives: samples slots*sample_bytes, labels slots, extras slots*num_extras.
 struct StateView {
   std::byte* samples;
   int64_t* labels;
   float* extras;
-  int64_t* seen;
-  int64_t* filled;
 };
 
 class Buffer {
@@ -83,7 +82,8 @@ class Buffer {
   bool closed() const { return closed_; }
   bool thread_multiple() const { return thread_level_ >= MPI_THREAD_MULTIPLE; }
 
-  // Local. x: n samples; y: n labels in [0, K) (all checked before anything is stored);
+  // Local. x: n samples; y: n labels, in [0, K) (fixed) or >= 0 (adaptive; below K when K > 0),
+  // all checked before anything is stored;
   // extras: n * num_extras floats, or null when num_extras == 0.
   void add(const std::byte* x, const int64_t* y, const float* extras, int64_t n);
   // Collective, synchronous: the draw runs on the calling thread, then a barrier.
@@ -96,8 +96,9 @@ class Buffer {
   Stats stats() const;
   std::string insertion_generator_state() const;
   std::string draw_generator_state() const;
-  void save(StateView view) const;
-  void load(StateView view, const std::string& insertion_generator, const std::string& draw_generator);
+  PolicyCounters save(StateView view) const;  // the slots into `view`, and the counters
+  void load(StateView view, const PolicyCounters& counters, const std::string& insertion_generator,
+            const std::string& draw_generator);
 
   // Collective: waits for a draw in flight, stops the worker, frees the window and the
   // communicator. Idempotent.
@@ -117,7 +118,7 @@ class Buffer {
   int thread_level_ = MPI_THREAD_SINGLE;
   Storage storage_;
   Transport transport_;
-  ReservoirPolicy policy_;
+  std::unique_ptr<InsertionPolicy> policy_;
   GlobalSampler sampler_;
 
   mutable std::mutex call_mutex_;

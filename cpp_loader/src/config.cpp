@@ -22,6 +22,8 @@ const char* dtype_name(DType dtype) {
   return "invalid";
 }
 
+const char* policy_name(Policy policy) { return policy == Policy::fixed ? "fixed" : "adaptive"; }
+
 std::string shape_string(const std::vector<int64_t>& shape) {
   std::string s = "(";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
@@ -36,12 +38,18 @@ int64_t Config::sample_elements() const {
 
 std::string Config::problem() const {
   constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
-  if (num_classes <= 0) return "num_classes must be positive, got " + std::to_string(num_classes);
-  if (slots_per_class <= 0)
-    return "slots_per_class must be positive, got " + std::to_string(slots_per_class);
-  if (num_classes > kMaxInt || slots_per_class > kMaxInt / num_classes)
-    return "num_classes * slots_per_class must be below 2**31, got " +
-           std::to_string(num_classes) + " * " + std::to_string(slots_per_class);
+  if (policy == Policy::adaptive) {
+    if (capacity <= 0) return "capacity (buffer_size) must be positive, got " + std::to_string(capacity);
+    if (capacity > kMaxInt) return "capacity must be below 2**31, got " + std::to_string(capacity);
+    if (num_classes < 0) return "num_classes must be >= 0 (0: not declared), got " + std::to_string(num_classes);
+  } else {
+    if (num_classes <= 0) return "num_classes must be positive, got " + std::to_string(num_classes);
+    if (slots_per_class <= 0)
+      return "slots_per_class must be positive, got " + std::to_string(slots_per_class);
+    if (num_classes > kMaxInt || slots_per_class > kMaxInt / num_classes)
+      return "num_classes * slots_per_class must be below 2**31, got " +
+             std::to_string(num_classes) + " * " + std::to_string(slots_per_class);
+  }
   if (num_extras < 0) return "num_extras must be >= 0, got " + std::to_string(num_extras);
   if (dtype_size(dtype) == 0) return "dtype must be uint8, float32 or float16";
   int64_t elements = 1;
@@ -56,7 +64,8 @@ std::string Config::problem() const {
 }
 
 std::string Config::describe() const {
-  return "num_classes=" + std::to_string(num_classes) +
+  return std::string("policy=") + policy_name(policy) + ";capacity=" + std::to_string(slots()) +
+         ";num_classes=" + std::to_string(num_classes) +
          ";slots_per_class=" + std::to_string(slots_per_class) +
          ";sample_shape=" + shape_string(sample_shape) + ";dtype=" + dtype_name(dtype) +
          ";num_extras=" + std::to_string(num_extras);

@@ -1,4 +1,5 @@
-// What a buffer is: K classes x N slots per rank, the sample shape and dtype, extras per slot.
+// What a buffer is: its insertion policy and slots per rank (fixed: K classes x N slots;
+// adaptive: M slots shared by the classes seen), the sample shape and dtype, extras per slot.
 #pragma once
 
 #include <cstdint>
@@ -8,9 +9,11 @@
 namespace cpp_loader {
 
 enum class DType : int { uint8 = 0, float32 = 1, float16 = 2 };
+enum class Policy : int { fixed = 0, adaptive = 1 };
 
 int64_t dtype_size(DType dtype);
 const char* dtype_name(DType dtype);
+const char* policy_name(Policy policy);
 
 struct Config {
   int64_t num_classes = 0;
@@ -19,8 +22,12 @@ struct Config {
   DType dtype = DType::uint8;
   int64_t num_extras = 0;
   uint64_t seed = 0;
+  Policy policy = Policy::fixed;
+  int64_t capacity = 0;  // adaptive: M slots per rank (num_classes: 0, or a bound labels are checked against)
 
-  int64_t slots() const { return num_classes * slots_per_class; }
+  int64_t slots() const { return policy == Policy::fixed ? num_classes * slots_per_class : capacity; }
+  // Fill-count blocks per rank the sampler sees: one per class (fixed), one in all (adaptive).
+  int64_t blocks() const { return policy == Policy::fixed ? num_classes : 1; }
   int64_t sample_elements() const;
   int64_t sample_bytes() const { return sample_elements() * dtype_size(dtype); }
   // "" when valid, else what is wrong (expected vs got).

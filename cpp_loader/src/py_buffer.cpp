@@ -104,9 +104,11 @@ py::dict stats(const Buffer& b) {
     return b.stats();
   }();
   py::dict d;
+  d["classes"] = s.classes;
   d["seen_per_class"] = s.seen_per_class;
   d["filled_per_class"] = s.filled_per_class;
   d["filled"] = s.filled;
+  d["capacity"] = s.capacity;
   d["filled_per_rank"] = s.filled_per_rank;
   d["global_filled"] = s.global_filled;
   d["last_draw_seconds"] = s.last_draw_seconds;
@@ -127,29 +129,31 @@ py::dict save(const Buffer& b) {
   py::array samples(py::dtype(dtype_name(c.dtype)), slot_shape(c, c.sample_shape));
   py::array_t<int64_t> labels(c.slots());
   py::array_t<float> extras(std::vector<int64_t>{c.slots(), c.num_extras});
-  py::array_t<int64_t> seen(c.num_classes), filled(c.num_classes);
-  StateView view{static_cast<std::byte*>(samples.mutable_data()), labels.mutable_data(), extras.mutable_data(),
-                 seen.mutable_data(), filled.mutable_data()};
+  StateView view{static_cast<std::byte*>(samples.mutable_data()), labels.mutable_data(), extras.mutable_data()};
   std::string insertion, draw;
+  PolicyCounters counters;
   {
     py::gil_scoped_release release;
     draw = b.draw_generator_state();  // first: refuses while a draw is in flight
-    b.save(view);
+    counters = b.save(view);
     insertion = b.insertion_generator_state();
   }
+  const auto array = [](const std::vector<int64_t>& v) { return py::array_t<int64_t>(static_cast<py::ssize_t>(v.size()), v.data()); };
   py::dict d;
   d["samples"] = samples;
   d["labels"] = labels;
   d["extras"] = extras;
-  d["seen_per_class"] = seen;
-  d["filled_per_class"] = filled;
+  d["classes"] = array(counters.classes);
+  d["seen_per_class"] = array(counters.seen);
+  d["filled_per_class"] = array(counters.filled);
   d["insertion_generator"] = insertion;
   d["draw_generator"] = draw;
   return d;
 }
 
 void load(Buffer& b, const py::array& samples, const py::array& labels, const py::array& extras,
-          const py::array& seen, const py::array& filled, const std::string& insertion, const std::string& draw) {
+          const py::array& classes, const py::array& seen, const py::array& filled, const std::string& insertion,
+          const std::string& draw) {
   const Config& c = b.config();
   const auto rows = [&](const py::array& a, const char* name, const char* dtype, std::vector<int64_t> tail,
                         int64_t expected) {
@@ -160,27 +164,35 @@ void load(Buffer& b, const py::array& samples, const py::array& labels, const py
   rows(samples, "samples", dtype_name(c.dtype), c.sample_shape, c.slots());
   rows(labels, "labels", "int64", {}, c.slots());
   rows(extras, "extras", "float32", {c.num_extras}, c.slots());
-  rows(seen, "seen_per_class", "int64", {}, c.num_classes);
-  rows(filled, "filled_per_class", "int64", {}, c.num_classes);
+  const int64_t k = check_array(classes, "classes", "int64", {}, false);
+  rows(seen, "seen_per_class", "int64", {}, k);
+  rows(filled, "filled_per_class", "int64", {}, k);
+  const auto vector = [](const py::array& a) {
+    const auto* p = static_cast<const int64_t*>(a.data());
+    return std::vector<int64_t>(p, p + a.shape(0));
+  };
+  const PolicyCounters counters{vector(classes), vector(seen), vector(filled)};
   // The view is read only; StateView's pointers are non-const because save() shares it.
   StateView view{static_cast<std::byte*>(const_cast<void*>(samples.data())),
                  static_cast<int64_t*>(const_cast<void*>(labels.data())),
-                 static_cast<float*>(const_cast<void*>(extras.data())),
-                 static_cast<int64_t*>(const_cast<void*>(seen.data())),
-                 static_cast<int64_t*>(const_cast<void*>(filled.data()))};
+                 static_cast<float*>(const_cast<void*>(extras.data()))};
   py::gil_scoped_release release;
-  b.load(view, insertion, draw);
+  b.load(view, counters, insertion, draw);
 }
 
 std::unique_ptr<Buffer> make(int64_t num_classes, int64_t slots_per_class, std::vector<int64_t> sample_shape,
                              int dtype, int64_t num_extras, uint64_t seed, uintptr_t comm_address,
-                             std::string argument_error) {
+                             std::string argument_error, int policy, int64_t capacity) {
   if (dtype < 0 || dtype > 2) {
     if (argument_error.empty()) argument_error = "dtype code " + std::to_string(dtype) + " is not 0, 1 or 2";
     dtype = 0;
   }
-  const Config config{num_classes, slots_per_class, std::move(sample_shape), static_cast<DType>(dtype),
-                      num_extras, seed};
+  if (policy < 0 || policy > 1) {
+    if (argument_error.empty()) argument_error = "policy code " + std::to_string(policy) + " is not 0 or 1";
+    policy = 0;
+  }
+  const Config config{num_classes,         slots_per_class, std::move(sample_shape), static_cast<DType>(dtype),
+                      num_extras,          seed,            static_cast<Policy>(policy), capacity};
   if (comm_address == 0) throw std::invalid_argument("comm address is null");
   const MPI_Comm comm = *reinterpret_cast<const MPI_Comm*>(comm_address);
   py::gil_scoped_release release;
@@ -193,7 +205,7 @@ void bind_buffer(py::module_& m) {
   py::class_<Buffer>(m, "Buffer", "One rank's slice of the global rehearsal buffer (see cpp_loader.Buffer).")
       .def(py::init(&make), py::arg("num_classes"), py::arg("slots_per_class"), py::arg("sample_shape"),
            py::arg("dtype"), py::arg("num_extras"), py::arg("seed"), py::arg("comm_address"),
-           py::arg("argument_error") = "")
+           py::arg("argument_error") = "", py::arg("policy") = 0, py::arg("capacity") = 0)
       .def_property_readonly("rank", &Buffer::rank)
       .def_property_readonly("world_size", &Buffer::world_size)
       .def_property_readonly("closed", &Buffer::closed)

@@ -5,9 +5,9 @@
 
 namespace cpp_loader {
 
-GlobalSampler::GlobalSampler(int64_t num_classes, int64_t slots_per_class, uint64_t seed, int rank)
-    : num_classes_(num_classes),
-      slots_per_class_(slots_per_class),
+GlobalSampler::GlobalSampler(int64_t blocks_per_rank, int64_t block_stride, uint64_t seed, int rank)
+    : blocks_per_rank_(blocks_per_rank),
+      block_stride_(block_stride),
       gen_(make_generator(seed, {static_cast<uint64_t>(rank)})) {}
 
 std::vector<SlotRef> GlobalSampler::draw(const std::vector<int32_t>& fill, int64_t r) {
@@ -27,16 +27,16 @@ std::vector<SlotRef> GlobalSampler::draw(const std::vector<int32_t>& fill, int64
   }
   std::sort(picks.begin(), picks.end());
 
-  // Walk the (rank, class) blocks of filled slots alongside the sorted picks.
+  // Walk the (rank, block) blocks of filled slots alongside the sorted picks.
   std::vector<SlotRef> refs;
   refs.reserve(picks.size());
   int64_t block_start = 0;
   size_t block = 0;
   for (int64_t g : picks) {
     while (g >= block_start + fill[block]) block_start += fill[block++];
-    const auto rank = static_cast<int>(static_cast<int64_t>(block) / num_classes_);
-    const int64_t c = static_cast<int64_t>(block) % num_classes_;
-    refs.push_back({rank, c * slots_per_class_ + (g - block_start)});
+    const auto rank = static_cast<int>(static_cast<int64_t>(block) / blocks_per_rank_);
+    const int64_t b = static_cast<int64_t>(block) % blocks_per_rank_;
+    refs.push_back({rank, b * block_stride_ + (g - block_start)});
   }
   return refs;
 }

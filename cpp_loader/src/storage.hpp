@@ -1,7 +1,8 @@
 // Storage: this rank's slice of the buffer, exposed in one MPI window.
 //
-// Layout (disp_unit 1), structure of arrays over the K*N slots, slot(c, i) = c*N + i:
-//   [samples: K*N*sample_bytes][pad to 8][labels: K*N int64][extras: K*N*E float32]
+// Layout (disp_unit 1), structure of arrays over the S slots (fixed: S = K*N, slot(c, i) =
+// c*N + i; adaptive: S = M, any class in any slot, its label beside it):
+//   [samples: S*sample_bytes][pad to 8][labels: S int64][extras: S*E float32]
 // Storage knows where a slot lives and copies bytes; who may touch a slot when (locks) is the
 // buffer's business.
 #pragma once

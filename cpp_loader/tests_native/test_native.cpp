@@ -1,4 +1,4 @@
-// Tests of the native core without Python: generator, reservoir policy, global sampler, worker,
+// Tests of the native core without Python: generator, insertion policies, global sampler, worker,
 // and the MPI buffer (storage + transport) end to end. Run under mpirun -np 1 and -np 2;
 // scripts/sanitize_native.sh builds it with AddressSanitizer and UBSan.
 //
@@ -95,11 +95,82 @@ void test_reservoir() {
   EXPECT(std::fabs(first_held / double(trials) - expected) < tolerance);
   EXPECT(std::fabs(last_held / double(trials) - expected) < tolerance);
 
+  // The fixed layout's slot labels follow from the counters: class c's first `filled` slots hold c.
+  const PolicyCounters counters = policy.counters();
+  std::vector<int64_t> labels(2 * 3, -1);
+  for (int64_t c = 0; c < 2; ++c)
+    for (int64_t j = 0; j < counters.filled[c]; ++j) labels[c * 3 + j] = c;
   ReservoirPolicy copy(2, 3, 99, 0);
-  copy.restore(policy.seen(), policy.filled(), policy.generator_state());
+  copy.restore(labels.data(), counters, policy.generator_state());
   for (int i = 0; i < 20; ++i) EXPECT(copy.place(1) == policy.place(1));
-  EXPECT_THROWS(std::invalid_argument, copy.restore({5, 1}, {2, 1}, policy.generator_state()),
+  EXPECT_THROWS(std::invalid_argument,
+                copy.restore(labels.data(), PolicyCounters{{0, 1}, {5, 1}, {2, 1}}, policy.generator_state()),
                 "class 0 has seen=5 and filled=2");
+  std::vector<int64_t> wrong = labels;
+  wrong[0] = 7;  // a label outside [0, K) in a filled slot
+  EXPECT_THROWS(std::invalid_argument, copy.restore(wrong.data(), counters, policy.generator_state()),
+                "slot 0 holds label 7");
+}
+
+// The adaptive policy: slots fill in order, quotas shrink as classes arrive (the remainder to
+// the earliest), evictions free slots for the new class, and inclusion stays quota / seen.
+void test_adaptive() {
+  AdaptivePolicy policy(7, 1, 0);
+  for (int64_t s = 0; s < 7; ++s) EXPECT(policy.place(42) == s);  // one class: every slot
+  EXPECT(policy.counters().filled == std::vector<int64_t>({7}));
+  for (int i = 0; i < 40; ++i) {  // a new class takes over-quota slots until 3 of 7 are its own
+    const int64_t slot = policy.place(5);
+    EXPECT(slot < 7 && (slot >= 0 || i >= 3));  // kept while under quota, then a reservoir
+  }
+  PolicyCounters c = policy.counters();
+  EXPECT(c.classes == std::vector<int64_t>({42, 5}) && c.filled == std::vector<int64_t>({4, 3}));
+  EXPECT(AdaptivePolicy::quota(7, 2, 0) == 4 && AdaptivePolicy::quota(7, 2, 1) == 3);
+  EXPECT(policy.fill_blocks() == std::vector<int32_t>({7}) && policy.filled_total() == 7);
+  policy.place(0);
+  c = policy.counters();
+  EXPECT(c.filled == std::vector<int64_t>({3, 2, 1}) || c.filled == std::vector<int64_t>({3, 3, 1}) ||
+         c.filled == std::vector<int64_t>({4, 2, 1}));
+  EXPECT(c.filled[0] + c.filled[1] + c.filled[2] == 7);
+
+  // Inclusion after the quotas shrink: class A's first and last of 12 samples are held with
+  // probability 2/12 once class B has taken its 2 of 4 slots.
+  const int trials = 4000;
+  int first_held = 0, last_held = 0;
+  for (int t = 0; t < trials; ++t) {
+    AdaptivePolicy p(4, static_cast<uint64_t>(t), 0);
+    std::vector<int> holds(4, -1);
+    for (int m = 0; m < 12; ++m) {
+      const int64_t slot = p.place(1);
+      if (slot >= 0) holds[static_cast<size_t>(slot)] = m;
+    }
+    for (int m = 0; m < 6; ++m) {
+      const int64_t slot = p.place(2);
+      if (slot >= 0) holds[static_cast<size_t>(slot)] = 100 + m;
+    }
+    first_held += std::count(holds.begin(), holds.end(), 0);
+    last_held += std::count(holds.begin(), holds.end(), 11);
+  }
+  const double expected = 2.0 / 12, tolerance = 4 * std::sqrt(expected * (1 - expected) / trials);
+  EXPECT(std::fabs(first_held / double(trials) - expected) < tolerance);
+  EXPECT(std::fabs(last_held / double(trials) - expected) < tolerance);
+
+  // restore rebuilds the slot lists from the slots' labels, and refuses what does not add up.
+  std::vector<int64_t> labels(7, -1);
+  AdaptivePolicy source(7, 3, 0);
+  for (int64_t y : {9, 4, 9, 4, 4, 9, 9, 4, 4, 4}) {
+    const int64_t slot = source.place(y);
+    if (slot >= 0) labels[static_cast<size_t>(slot)] = y;
+  }
+  AdaptivePolicy copy(7, 99, 0);
+  copy.restore(labels.data(), source.counters(), source.generator_state());
+  for (int i = 0; i < 30; ++i) EXPECT(copy.place(i % 3) == source.place(i % 3));
+  PolicyCounters twice = source.counters();
+  twice.classes[1] = twice.classes[0];
+  EXPECT_THROWS(std::invalid_argument, copy.restore(labels.data(), twice, source.generator_state()), "listed twice");
+  std::vector<int64_t> stray(labels);
+  stray[0] = 77;
+  EXPECT_THROWS(std::invalid_argument, copy.restore(stray.data(), source.counters(), source.generator_state()),
+                "not among the classes");
 }
 
 void test_sampler() {
@@ -164,7 +235,10 @@ std::vector<float> extras_pattern(int rank, int64_t label, int64_t id) {
   return {float(rank * 1000 + label), float(id)};
 }
 
-Config config(uint64_t seed = 5) { return Config{K, N, {kBytes}, DType::uint8, E, seed}; }
+Config config(uint64_t seed = 5, Policy policy = Policy::fixed) {
+  return Config{policy == Policy::fixed ? K : 0, policy == Policy::fixed ? N : 0, {kBytes}, DType::uint8, E, seed,
+                policy, policy == Policy::fixed ? 0 : K * N};
+}
 
 // Adds `count` samples of rank `rank` with ids from `first_id`, labels id % K.
 void add_samples(Buffer& buf, int rank, int64_t first_id, int64_t count) {
@@ -208,19 +282,22 @@ struct Outputs {
   }
 };
 
-void test_buffer(MPI_Comm comm) {
+void test_buffer(MPI_Comm comm, Policy policy) {
+  const auto config = [policy](uint64_t seed = 5) { return ::config(seed, policy); };
   int rank = 0, size = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
 
   Config bad = config();
   bad.num_classes = rank == size - 1 ? 4 : 3;
-  if (size > 1)
+  if (size > 1 && policy == Policy::fixed)
     EXPECT_THROWS(std::invalid_argument, Buffer(bad, comm), "but rank " + std::to_string(size - 1) + " has num_classes=4");
   EXPECT_THROWS(std::invalid_argument, Buffer(config(), comm, "told so"), "invalid Buffer arguments");
   Config zero = config();
   zero.slots_per_class = 0;
-  EXPECT_THROWS(std::invalid_argument, Buffer(zero, comm), "slots_per_class must be positive, got 0");
+  zero.capacity = 0;
+  EXPECT_THROWS(std::invalid_argument, Buffer(zero, comm),
+                policy == Policy::fixed ? "slots_per_class must be positive, got 0" : "capacity (buffer_size) must be positive");
 
   Buffer buf(config(), comm);
   EXPECT(buf.rank() == rank && buf.world_size() == size);
@@ -228,9 +305,14 @@ void test_buffer(MPI_Comm comm) {
   const int64_t bad_label = 7;
   std::vector<std::byte> one(kBytes);
   float two[2] = {0, 0};
-  EXPECT_THROWS(LabelError, buf.add(one.data(), &bad_label, two, 1), "label 7 (sample 0) is outside [0, 3)");
+  const int64_t negative = -2;
+  if (policy == Policy::fixed)
+    EXPECT_THROWS(LabelError, buf.add(one.data(), &bad_label, two, 1), "label 7 (sample 0) is outside [0, 3)");
+  EXPECT_THROWS(LabelError, buf.add(one.data(), &negative, two, 1), "label -2 (sample 0)");
   Stats stats = buf.stats();
   EXPECT(stats.filled == K * N && stats.seen_per_class == std::vector<int64_t>({10, 10, 10}));
+  EXPECT(stats.classes == std::vector<int64_t>({0, 1, 2}) && stats.capacity == K * N);
+  if (policy == Policy::adaptive) EXPECT(stats.filled_per_class == std::vector<int64_t>({4, 4, 4}));
 
   const int64_t total = K * N * size;
   Outputs out(total + 3);
@@ -264,23 +346,22 @@ void test_buffer(MPI_Comm comm) {
   // save / load into a buffer of another seed: same contents and later draws.
   const auto& l = buf.layout();
   std::vector<std::byte> samples(l.slots * l.sample_bytes);
-  std::vector<int64_t> labels(l.slots), seen(K), filled(K);
+  std::vector<int64_t> labels(l.slots);
   std::vector<float> extras(l.slots * E);
-  const StateView view{samples.data(), labels.data(), extras.data(), seen.data(), filled.data()};
-  buf.save(view);
+  const StateView view{samples.data(), labels.data(), extras.data()};
+  const PolicyCounters counters = buf.save(view);
   Buffer copy(config(99), comm);
-  copy.load(view, buf.insertion_generator_state(), buf.draw_generator_state());
+  copy.load(view, counters, buf.insertion_generator_state(), buf.draw_generator_state());
   EXPECT(copy.insertion_generator_state() == buf.insertion_generator_state());
   for (int i = 0; i < 3; ++i) {
     Outputs a(6), b(6);
     EXPECT(buf.sample(6, a.view()) == copy.sample(6, b.view()));
     EXPECT(a.x == b.x && a.y == b.y && a.e == b.e);
   }
-  std::vector<int64_t> wrong(filled);
-  wrong[0] = 1;
-  const StateView inconsistent{samples.data(), labels.data(), extras.data(), seen.data(), wrong.data()};
-  EXPECT_THROWS(std::invalid_argument, copy.load(inconsistent, buf.insertion_generator_state(), buf.draw_generator_state()),
-                "class 0 has seen=");
+  PolicyCounters wrong = counters;
+  wrong.filled[0] = 1;
+  EXPECT_THROWS(std::invalid_argument, copy.load(view, wrong, buf.insertion_generator_state(), buf.draw_generator_state()),
+                "class 0 has ");
   copy.close();
 
   // close with a draw in flight waits for it; later calls raise; close is idempotent.
@@ -316,11 +397,13 @@ int main(int argc, char** argv) {
   try {
     test_generator();
     test_reservoir();
+    test_adaptive();
     test_sampler();
     test_worker();
     for (int64_t bytes : {int64_t{40}, Transport::kRunGetBytes + 8}) {
       kBytes = bytes;
-      test_buffer(MPI_COMM_WORLD);
+      test_buffer(MPI_COMM_WORLD, Policy::fixed);
+      test_buffer(MPI_COMM_WORLD, Policy::adaptive);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "rank %d: unexpected exception: %s\n", rank, e.what());

@@ -2,7 +2,7 @@
 # Run the trainer on NP ranks with horovodrun and the Horovod engine; extra arguments go to
 # main.py.
 #
-#   scripts/launch/horovodrun.sh                      # the default experiment on 2 ranks
+#   scripts/launch/horovodrun.sh                      # the main job (preset `main`) on 2 ranks
 #   NP=8 HOROVODRUN_ARGS="-H node1:4,node2:4" scripts/launch/horovodrun.sh --epochs 3
 #
 # Edit (or set in the environment):
@@ -34,4 +34,4 @@ if [ -n "${mpi_args// /}" ]; then
   args+=(--mpi-args="$mpi_args")
 fi
 # shellcheck disable=SC2086  # HOROVODRUN_ARGS is a list of options, split on purpose
-exec horovodrun "${args[@]}" ${HOROVODRUN_ARGS:-} "$PYTHON" main.py --backend horovod "$@"
+exec horovodrun "${args[@]}" ${HOROVODRUN_ARGS:-} "$PYTHON" main.py --backend horovod --config main "$@"

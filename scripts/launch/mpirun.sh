@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the trainer on NP ranks with Open MPI's mpirun; extra arguments go to main.py.
 #
-#   scripts/launch/mpirun.sh                          # the default experiment on 2 ranks
+#   scripts/launch/mpirun.sh                          # the main job (preset `main`) on 2 ranks
+#   scripts/launch/mpirun.sh --config naive           # another preset of config.yaml instead
 #   NP=4 scripts/launch/mpirun.sh --backend torch --epochs 3
 #   MPIRUN_ARGS="--hostfile hosts -x PATH -x PYTHONPATH" NP=16 scripts/launch/mpirun.sh
 #
@@ -34,4 +35,4 @@ if [[ " ${MPIRUN_ARGS:-} " != *" --bind-to "* ]]; then
   args+=(--bind-to none)
 fi
 # shellcheck disable=SC2086  # MPIRUN_ARGS is a list of options, split on purpose
-exec mpirun "${args[@]}" ${MPIRUN_ARGS:-} "$PYTHON" main.py "$@"
+exec mpirun "${args[@]}" ${MPIRUN_ARGS:-} "$PYTHON" main.py --config main "$@"

@@ -2,7 +2,7 @@
 # Run the trainer on NP ranks per node with torchrun and the torch.distributed engine (DDP;
 # gloo on CPU, NCCL on GPU); extra arguments go to main.py.
 #
-#   scripts/launch/torchrun.sh                        # the default experiment on 2 ranks
+#   scripts/launch/torchrun.sh                        # the main job, local buffers (preset `main_local`)
 #   NP=4 scripts/launch/torchrun.sh --epochs 3
 #   NNODES=2 RDZV_ENDPOINT=node1:29400 NP=4 scripts/launch/torchrun.sh   # on each node
 #
@@ -29,4 +29,4 @@ else
   rdzv=(--standalone)
 fi
 # shellcheck disable=SC2086  # TORCHRUN_ARGS is a list of options, split on purpose
-exec torchrun "${rdzv[@]}" --nproc-per-node "$NP" ${TORCHRUN_ARGS:-} main.py --backend torch "$@"
+exec torchrun "${rdzv[@]}" --nproc-per-node "$NP" ${TORCHRUN_ARGS:-} main.py --backend torch --config main_local "$@"

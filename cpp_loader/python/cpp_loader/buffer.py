@@ -14,49 +14,57 @@ from ._extension import MPI, _core
 STATE_KIND = "cpp_loader.Buffer/1"
 CLOSED = "buffer is closed"
 _DTYPE_CODES = {"uint8": 0, "float32": 1, "float16": 2}
+_POLICY_CODES = {"fixed": 0, "adaptive": 1}
 _DLPACK_CPU = 1
 
 
 class Buffer:
     """One rank's slice of a rehearsal buffer that is sampled globally, across all ranks.
 
-    Each rank keeps a class-balanced reservoir of ``num_classes x slots_per_class`` slots in an
-    MPI window; ``sample``/``start`` draw representatives uniformly over the filled slots of
-    every rank, reading remote ones with one-sided MPI_Get.
+    Each rank keeps a class-balanced reservoir slice in an MPI window: ``capacity=M`` slots
+    shared by the classes seen so far (the adaptive policy), or ``num_classes x
+    slots_per_class`` slots (the fixed policy); ``sample``/``start`` draw representatives
+    uniformly over the filled slots of every rank, reading remote ones with one-sided MPI_Get.
 
     Args:
-        num_classes (int): K, the number of classes (labels are in ``[0, K)``).
-        slots_per_class (int): N, slots per class on each rank.
+        num_classes (int): K. Fixed: the number of classes (labels in ``[0, K)``). Adaptive:
+            optional; when given, labels are checked to be below it (default: any label >= 0).
+        slots_per_class (int): N, slots per class on each rank (fixed policy only).
         sample_shape (tuple of int): shape of one sample, e.g. ``(3, 32, 32)``.
         dtype (str or numpy dtype): ``'uint8'``, ``'float32'`` or ``'float16'``. Default uint8.
         num_extras (int): float32 values stored beside each sample (e.g. DER logits). Default 0.
         seed (int): seeds insertion (from (seed, rank, 1)) and draws (from (seed, rank)). Default 0.
         comm (mpi4py.MPI.Intracomm): default ``MPI.COMM_WORLD``. Collective over it.
+        capacity (int): M, slots per rank of the adaptive policy.
+        policy (str): ``'adaptive'`` or ``'fixed'``; default: adaptive when ``capacity`` is
+            given, else fixed. See README.md, "Semantics", for the insertion rules.
 
     Raises ValueError on every rank if any rank's arguments are invalid or ranks disagree.
 
     Example::
 
-        with Buffer(10, 50, (3, 32, 32)) as buf:
+        with Buffer(sample_shape=(3, 32, 32), capacity=500) as buf:   # or Buffer(10, 50, (3, 32, 32))
             buf.add(x, y)                            # local
             buf.start(64, out_x, out_y)              # collective, runs in the background
             ...                                      # train a step
             n = buf.wait()                           # rows [0, n) of out_x, out_y are filled
     """
 
-    def __init__(self, num_classes, slots_per_class, sample_shape, dtype="uint8", num_extras=0,
-                 seed=0, comm=None):
+    def __init__(self, num_classes=None, slots_per_class=None, sample_shape=None, dtype="uint8",
+                 num_extras=0, seed=0, comm=None, *, capacity=None, policy=None):
         comm = MPI.COMM_WORLD if comm is None else comm
         if not isinstance(comm, MPI.Intracomm) or comm == MPI.COMM_NULL:
             raise TypeError(f"comm must be an mpi4py intracommunicator, got {comm!r}")
-        args, problem = _parse(num_classes, slots_per_class, sample_shape, dtype, num_extras, seed)
+        args, problem = _parse(num_classes, slots_per_class, sample_shape, dtype, num_extras, seed,
+                               capacity, policy)
         self._num_classes, self._slots_per_class, self._sample_shape, dtype_code, \
-            self._num_extras, self._seed = args
+            self._num_extras, self._seed, self._policy, self._capacity = args
         self._dtype = np.dtype(_dtype_name(dtype_code))
         self._pending = None  # the output arrays of the draw in flight, kept alive until wait()
-        self._core = _core.Buffer(self._num_classes, self._slots_per_class, list(self._sample_shape),
-                                  dtype_code, self._num_extras, self._seed, MPI._addressof(comm),
-                                  problem)
+        self._core = _core.Buffer(self._num_classes or 0, self._slots_per_class or 0,
+                                  list(self._sample_shape), dtype_code, self._num_extras, self._seed,
+                                  MPI._addressof(comm), problem, _POLICY_CODES[self._policy],
+                                  self._capacity if self._policy == "adaptive" else 0)
         _register(self)
 
     # -- read-only description ------------------------------------------------------------------
@@ -68,9 +76,12 @@ class Buffer:
     dtype = property(lambda self: self._dtype, doc="Sample dtype (numpy dtype).")
     num_extras = property(lambda self: self._num_extras)
     closed = property(lambda self: self._core.closed)
+    policy = property(lambda self: self._policy, doc="'adaptive' or 'fixed'.")
+    capacity = property(lambda self: self._capacity, doc="Slots per rank (fixed: K x N).")
 
     def __repr__(self):
-        return (f"cpp_loader.Buffer(num_classes={self._num_classes}, slots_per_class="
+        return (f"cpp_loader.Buffer(policy='{self._policy}', capacity={self._capacity}, "
+                f"num_classes={self._num_classes}, slots_per_class="
                 f"{self._slots_per_class}, sample_shape={self._sample_shape}, dtype='{self._dtype}', "
                 f"num_extras={self._num_extras}, rank={self.rank}/{self.world_size}"
                 f"{', closed' if self.closed else ''})")
@@ -79,9 +90,9 @@ class Buffer:
     def add(self, x, y, extras=None) -> None:
         """Local. Offer n samples to this rank's class-balanced reservoir.
 
-        x: (n, *sample_shape) of the buffer dtype, C-contiguous; y: (n,) int64 or int32 in
-        [0, num_classes); extras: (n, num_extras) float32, required iff num_extras > 0. numpy
-        arrays or CPU tensors (read through DLPack, without a copy)."""
+        x: (n, *sample_shape) of the buffer dtype, C-contiguous; y: (n,) int64 or int32, in
+        [0, num_classes) (fixed) or >= 0 (adaptive); extras: (n, num_extras) float32,
+        required iff num_extras > 0. numpy arrays or CPU tensors (read through DLPack, without a copy)."""
         core = self._open()
         core.add(_array(x, "x"), _array(y, "y"), _array(extras, "extras"))
 
@@ -113,7 +124,8 @@ class Buffer:
                 self._pending = None
 
     def stats(self) -> dict:
-        """Counters: seen/filled per class and filled (this rank), filled_per_rank and
+        """Counters: classes (labels, in the order of the per-class lists), seen/filled per class,
+        filled and capacity (this rank), filled_per_rank and
         global_filled (as of the last draw), last_draw_seconds, bytes_read_remote/local, draws."""
         return self._open().stats()
 
@@ -133,7 +145,7 @@ class Buffer:
             raise TypeError(f"state must be a dict from Buffer.state(), got {type(state).__name__}")
         if state.get("kind") != STATE_KIND:
             raise ValueError(f"state is of kind {state.get('kind')!r}, expected {STATE_KIND!r}")
-        keys = ("samples", "labels", "extras", "seen_per_class", "filled_per_class",
+        keys = ("samples", "labels", "extras", "classes", "seen_per_class", "filled_per_class",
                 "insertion_generator", "draw_generator")
         missing = [k for k in (*self._description(), *keys) if k not in state]
         if missing:
@@ -145,7 +157,7 @@ class Buffer:
         if differs:
             raise ValueError("state does not fit this buffer: " + "; ".join(differs))
         arrays = [np.ascontiguousarray(state[k]) for k in keys[:3]]
-        counters = [np.ascontiguousarray(state[k], dtype=np.int64) for k in keys[3:5]]
+        counters = [np.ascontiguousarray(state[k], dtype=np.int64) for k in keys[3:6]]
         core.load(*arrays, *counters, str(state["insertion_generator"]), str(state["draw_generator"]))
 
     # -- lifetime -------------------------------------------------------------------------------
@@ -178,7 +190,8 @@ class Buffer:
 
     def _description(self) -> dict:
         return dict(num_classes=self._num_classes, slots_per_class=self._slots_per_class,
-                    sample_shape=self._sample_shape, dtype=self._dtype.name, num_extras=self._num_extras)
+                    sample_shape=self._sample_shape, dtype=self._dtype.name, num_extras=self._num_extras,
+                    policy=self._policy, capacity=self._capacity)
 
     def _outputs(self, out_x, out_y, out_extras):
         return _array(out_x, "out_x"), _array(out_y, "out_y"), _array(out_extras, "out_extras")
@@ -205,10 +218,15 @@ def _dtype_name(code):
     return next(name for name, c in _DTYPE_CODES.items() if c == code)
 
 
-def _parse(num_classes, slots_per_class, sample_shape, dtype, num_extras, seed):
+def _parse(num_classes, slots_per_class, sample_shape, dtype, num_extras, seed, capacity, policy):
     """(arguments for _core, problem): on a problem, placeholders that let the collective run,
     so that every rank raises instead of the others waiting for the one that did."""
     problems = []
+    if policy is None:
+        policy = "adaptive" if capacity is not None else "fixed"
+    if policy not in _POLICY_CODES:
+        problems.append(f"policy must be 'adaptive' or 'fixed', got {policy!r}")
+        policy = "fixed"
 
     def integer(value, name, low, high=None):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -219,8 +237,26 @@ def _parse(num_classes, slots_per_class, sample_shape, dtype, num_extras, seed):
             return low
         return int(value)
 
-    num_classes = integer(num_classes, "num_classes", 1)
-    slots_per_class = integer(slots_per_class, "slots_per_class", 1)
+    if policy == "fixed":
+        num_classes = integer(num_classes, "num_classes", 1)
+        slots_per_class = integer(slots_per_class, "slots_per_class", 1)
+        if capacity is not None:
+            problems.append("capacity is for the adaptive policy; the fixed one has "
+                            "num_classes x slots_per_class slots")
+        capacity = num_classes * slots_per_class
+    else:
+        num_classes = None if num_classes is None else integer(num_classes, "num_classes", 1)
+        if slots_per_class is not None:
+            problems.append("slots_per_class is for the fixed policy; the adaptive one shares "
+                            "capacity slots among the classes seen")
+        slots_per_class = None
+        capacity = integer(capacity, "capacity", 1) if capacity is not None else None
+        if capacity is None:
+            problems.append("the adaptive policy needs capacity (slots per rank)")
+            capacity = 1
+    if sample_shape is None:
+        problems.append("sample_shape is required")
+        sample_shape = (1,)
     num_extras = integer(num_extras, "num_extras", 0)
     seed = integer(seed, "seed", 0, 2**64)
     shape = (sample_shape,) if isinstance(sample_shape, numbers.Integral) else sample_shape
@@ -237,7 +273,8 @@ def _parse(num_classes, slots_per_class, sample_shape, dtype, num_extras, seed):
     if code is None:
         problems.append(f"dtype must be one of {', '.join(_DTYPE_CODES)} (native byte order), got {dtype!r}")
         code = 0
-    return (num_classes, slots_per_class, shape, code, num_extras, seed), "; ".join(problems)
+    return ((num_classes, slots_per_class, shape, code, num_extras, seed, policy, capacity),
+            "; ".join(problems))
 
 
 # -- closing at exit: before mpi4py finalizes MPI, in creation order (the same on every rank) --
