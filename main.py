@@ -100,12 +100,13 @@ def _train(loop, plan, notes: list, cfg: dict, run_dir, engine) -> dict:
         log.info("%s", plan.note)
     for note in notes:
         log.warning("%s", note)
+    identity = resume.fingerprint(cfg)
     if engine.rank == 0:
         results.write_config(run_dir, cfg)
-        run_folder.write_identity(run_dir, resume.fingerprint(cfg), engine.world_size, "running")
+        run_folder.write_identity(run_dir, identity, engine.world_size, "running")
     result = loop.run(run_dir)
     if engine.rank == 0:
-        run_folder.write_identity(run_dir, resume.fingerprint(cfg), engine.world_size, "finished")
+        run_folder.write_identity(run_dir, identity, engine.world_size, "finished")
     return result
 
 

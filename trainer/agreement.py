@@ -20,6 +20,11 @@ from trainer.errors import AgreedError
 log = logging.getLogger(__name__)
 
 
+def canonical(value) -> str:
+    """One text per value, so equal options compare equal whatever their container types."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
 def _checksum(array: np.ndarray) -> str:
     return f"{zlib.crc32(np.ascontiguousarray(array, dtype=np.int64).tobytes()):08x}"
 
@@ -58,7 +63,7 @@ def check(engine, what: str, fields: dict) -> None:
 def _compare(gathered: list, what: str, fields: dict) -> None:
     problems = []
     for name in fields:
-        values = [json.dumps(g.get(name), sort_keys=True, default=str) for g in gathered]
+        values = [canonical(g.get(name)) for g in gathered]
         if len(set(values)) > 1:
             groups: dict[str, list[int]] = {}
             for rank, value in enumerate(values):

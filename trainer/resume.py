@@ -17,16 +17,16 @@ A finished run is never touched: resuming it says so and exits 0.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from trainer import checkpoint
-from trainer.run_folder import LOCK_FILE, RUN_FILE, check_not_in_use
+from trainer import checkpoint, run_folder
+from trainer.agreement import canonical
 from trainer.config import RESUME_LATEST, defaults
+from trainer.run_folder import LOCK_FILE, check_not_in_use
 from trainer.errors import UserError
 
 # Options that may change between the interrupted run and its continuation; the rest
@@ -44,8 +44,7 @@ def experiment(cfg: dict) -> dict:
 
 
 def fingerprint(cfg: dict) -> str:
-    canonical = json.dumps(experiment(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return hashlib.sha256(canonical(experiment(cfg)).encode()).hexdigest()[:16]
 
 
 def differences(wanted: dict, saved: dict, names=None) -> list[str]:
@@ -53,7 +52,7 @@ def differences(wanted: dict, saved: dict, names=None) -> list[str]:
     a, b = experiment(wanted), experiment(saved)
     keys = [k for k in a if (names is None or k in names)]
     return [f"{k}: {a[k]!r} here, {b.get(k)!r} in the run" for k in keys
-            if json.dumps(a[k], sort_keys=True, default=str) != json.dumps(b.get(k), sort_keys=True, default=str)]
+            if canonical(a[k]) != canonical(b.get(k))]
 
 
 @dataclass
@@ -83,13 +82,6 @@ def saved_config(run_dir: Path) -> dict:
     return saved
 
 
-def is_finished(run_dir: Path) -> bool:
-    try:
-        return json.loads((run_dir / RUN_FILE).read_text()).get("status") == "finished"
-    except (OSError, ValueError):
-        return False
-
-
 def _with_runtime(saved: dict, cfg: dict, run_dir: Path) -> dict:
     """The run's saved config, with this launch's runtime options on top."""
     merged = {**defaults(), **saved, **{k: cfg[k] for k in RUNTIME_OPTIONS if k in cfg}}
@@ -109,7 +101,7 @@ def _continue(run_dir: Path, cfg: dict, compare=None) -> Plan:
         raise UserError(f"--resume: {run_dir} holds another experiment; this command line differs in "
                         f"{'; '.join(diff)} (give the run's settings, or another --run-name)")
     merged = _with_runtime(saved, cfg, run_dir)
-    if is_finished(run_dir):
+    if run_folder.is_finished(run_dir):
         return Plan("finished", run_dir, merged, note=f"run {run_dir} is already finished; nothing to do")
     found = checkpoint.complete_checkpoints(run_dir)[::-1]
     if found:
@@ -131,7 +123,7 @@ def _matching_run(results_dir: Path, cfg: dict) -> Path | None:
             continue  # not a run folder, or a damaged one: not ours
     if not matches:
         return None
-    return max(matches, key=lambda p: (not is_finished(p), p.stat().st_mtime))
+    return max(matches, key=lambda p: (not run_folder.is_finished(p), p.stat().st_mtime))
 
 
 def plan(cfg: dict, explicit: set) -> Plan:

@@ -34,10 +34,9 @@ def _lock(folder: Path) -> None:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.seek(0)
-        owner = handle.read().strip() or "another process"
+        error = _in_use(folder, handle)
         handle.close()
-        raise UserError(f"{folder} is in use by a live run ({owner}); wait for it to end, or choose "
-                        f"another --run-name") from None
+        raise error from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
@@ -52,6 +51,19 @@ def release(folder: Path) -> None:
         handle.close()
 
 
+def _in_use(folder: Path, lock_file) -> UserError:
+    owner = lock_file.read().strip() or "another process"
+    return UserError(f"{folder} is in use by a live run ({owner}); wait for it to end, or choose "
+                     f"another --run-name")
+
+
+def is_finished(run_dir: Path) -> bool:
+    try:
+        return json.loads((run_dir / RUN_FILE).read_text()).get("status") == "finished"
+    except (OSError, ValueError):
+        return False
+
+
 def check_not_in_use(folder: Path) -> None:
     """Refuse a folder that a live run holds (reads only: the lock is tried, then let go)."""
     try:
@@ -62,9 +74,7 @@ def check_not_in_use(folder: Path) -> None:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            owner = handle.read().strip() or "another process"
-            raise UserError(f"{folder} is in use by a live run ({owner}); wait for it to end, or choose "
-                            f"another --run-name") from None
+            raise _in_use(folder, handle) from None
         fcntl.flock(handle, fcntl.LOCK_UN)
 
 
