@@ -12,15 +12,15 @@ import logging
 import sys
 import traceback
 
+from common.errors import AgreedError, UserError, one_line
 from trainer import config
-from trainer.errors import AgreedError, UserError, one_line
 from trainer.launch import detect
 
 
 def check_choices(cfg: dict) -> None:
     """Names and options checked before anything is started or written."""
-    from models import MODELS
     from data import DATASETS
+    from models import MODELS
 
     for kind, name, valid in (("model", cfg["model"], MODELS), ("dataset", cfg["dataset"], DATASETS)):
         if name not in valid:
@@ -89,7 +89,7 @@ def run(cfg: dict, explicit: set, engine) -> dict | None:
 
 def _train(loop, plan, notes: list, cfg: dict, run_dir, engine) -> dict:
     """The run, in its own (claimed) folder: logs, identity, training, the finished mark."""
-    from trainer import resume, results, run_folder
+    from trainer import results, resume, run_folder
 
     results.setup_logging(run_dir, engine.rank, cfg["log_level"])
     log = logging.getLogger("trainer")

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from trainer.errors import UserError
+from common.errors import UserError
 
 
 @dataclass
@@ -35,6 +35,8 @@ class AgentContext:
     optimizer: Any = None           # set by the loop before each task
     class_counts: Any = None        # samples per class in the training set (all ranks)
     precision: Any = None           # trainer.precision.Precision (--amp); None: plain fp32
+    eval_preprocess: Any = None     # preprocess without augmentation (None: preprocess)
+    task_batches: Any = None        # task -> this rank's (x, y) batches of it, once (the task loop's data)
 
 
 @dataclass
@@ -97,6 +99,9 @@ class Agent:
 
     def before_task(self, task, resumed: bool = False) -> None:
         """Before each task's first epoch (or, resumed=True, before it resumes mid-task)."""
+
+    def before_epoch(self, task, epoch: int) -> None:
+        """At the start of each epoch of a task (also the epoch a resumed run continues in)."""
 
     def after_task(self, task) -> None:
         """After each task's last epoch, before evaluation."""

@@ -14,10 +14,11 @@ class DERPPAgent(DERAgent):
     defaults = {**DERAgent.defaults, "alpha": 0.5, "beta": 0.8}
     run_defaults = {"lr": 0.125, "momentum": 0.5}  # with alpha, beta: scripts/hpo_spaces/derpp.yaml (README)
 
-    def loss(self, logits, ys, b: int, n: int, reps_extras):
-        loss, terms = super().loss(logits, ys, b, n, reps_extras)
+    def loss(self, logits, batch):
+        loss, terms = super().loss(logits, batch)
+        b, n = batch.b, batch.n
         if n == 0:
             return loss, terms
-        ce_reps = F.cross_entropy(logits[b:b + n], ys[b:b + n])
+        ce_reps = F.cross_entropy(logits[b:b + n], batch.y[b:b + n])
         terms["replay_ce_loss"] = ce_reps.item()
         return loss + self.options["beta"] * ce_reps, terms

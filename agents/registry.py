@@ -1,7 +1,7 @@
 """Agents by name: `@register("er")` on the class, `make_agent(name, ctx, options)` to build one."""
 from __future__ import annotations
 
-from trainer.errors import UserError
+from common.errors import UserError
 
 AGENTS: dict = {}
 

@@ -16,13 +16,25 @@ draw), so a copy still in flight never reads half-overwritten rows.
 from __future__ import annotations
 
 import time
+from typing import NamedTuple, Optional
 
+import numpy as np
 import torch
+
+
+class Minibatch(NamedTuple):
+    """B new samples then n representatives, on the device."""
+    x: torch.Tensor
+    y: torch.Tensor
+    extras: Optional[torch.Tensor]  # the representatives' stored extras (n, E), or None
+    b: int                          # new samples, rows [0, b)
+    n: int                          # representatives, rows [b, b + n)
+    where: Optional[np.ndarray]     # (n, 2) owner rank and slot of each representative (track_where)
 
 
 class ReplayBatches:
     def __init__(self, buffer, batch_size: int, num_reps: int, sample_shape, num_extras: int,
-                 device: torch.device, prefetch: bool, cat: bool):
+                 device: torch.device, prefetch: bool, cat: bool, track_where: bool = False):
         self.buffer, self.B, self.R = buffer, batch_size, num_reps
         self.device, self.prefetch, self.cat = device, prefetch, cat
         pin = device.type == "cuda"
@@ -31,6 +43,7 @@ class ReplayBatches:
         self.y = torch.empty((2, rows), dtype=torch.int64, pin_memory=pin)
         self.extras = (torch.empty((2, rows, num_extras), dtype=torch.float32, pin_memory=pin)
                        if num_extras else None)
+        self.where = np.zeros((2, rows, 2), dtype=np.int64) if track_where else None
         self.offset = 0 if cat else batch_size  # where representatives start in a slot
         self.cur = 0            # the slot holding this step's representatives
         self.ready = 0          # how many representatives it holds
@@ -41,7 +54,8 @@ class ReplayBatches:
         o = self.offset
         end = None if n is None else o + n
         extras = self.extras[slot, o:end] if self.extras is not None else None
-        return self.x[slot, o:end], self.y[slot, o:end], extras
+        where = self.where[slot, o:end] if self.where is not None else None
+        return self.x[slot, o:end], self.y[slot, o:end], extras, where
 
     def collect(self) -> float:
         """Finish the draw started for this step and make its slot current; returns the seconds
@@ -58,22 +72,25 @@ class ReplayBatches:
         returns the seconds it blocked the caller (the whole draw when not prefetching)."""
         start = time.perf_counter()
         self._writable(1 - self.cur)
-        self.buffer.start(self.R, *self._reps(1 - self.cur))
+        rx, ry, rextras, rwhere = self._reps(1 - self.cur)
+        if rwhere is None:
+            self.buffer.start(self.R, rx, ry, rextras)
+        else:
+            self.buffer.start(self.R, rx, ry, rextras, rwhere)
         self.in_flight = True
         if not self.prefetch:
             self.collect()
         return time.perf_counter() - start
 
-    def batch(self, x: torch.Tensor, y: torch.Tensor):
-        """(x, y, stored extras of the representatives or None, n_reps) on the device: this
-        step's new samples first, then its representatives."""
+    def batch(self, x: torch.Tensor, y: torch.Tensor) -> Minibatch:
+        """This step's new samples first, then its representatives, on the device."""
         n, b, s = self.ready, len(y), self.cur
         pin = self.device.type == "cuda"
 
         def dev(t):
             return t.to(self.device, non_blocking=pin)
 
-        rx, ry, rextras = self._reps(s, n)
+        rx, ry, rextras, rwhere = self._reps(s, n)
         if n and not self.cat and b == self.B:
             # new samples in front of the representatives already in place: one copy to the device
             self._writable(s)
@@ -88,7 +105,7 @@ class ReplayBatches:
         if pin:
             self.copied[s] = torch.cuda.Event()
             self.copied[s].record()
-        return (*out, reps_extras, n)
+        return Minibatch(*out, reps_extras, b, n, rwhere.copy() if rwhere is not None else None)
 
     def _writable(self, slot: int) -> None:
         """Wait for the slot's last non-blocking copies to the device before overwriting it."""
@@ -100,18 +117,21 @@ class ReplayBatches:
     def state_dict(self) -> dict:
         """The representatives waiting for the next step, so a resumed run uses the same ones."""
         self.collect()
-        rx, ry, rextras = self._reps(self.cur, self.ready)
+        rx, ry, rextras, rwhere = self._reps(self.cur, self.ready)
         return {"n": self.ready, "x": rx.clone(), "y": ry.clone(),
-                "extras": rextras.clone() if rextras is not None else None}
+                "extras": rextras.clone() if rextras is not None else None,
+                "where": rwhere.copy() if rwhere is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.collect()
         n = state["n"]
-        rx, ry, rextras = self._reps(self.cur, n)
+        rx, ry, rextras, rwhere = self._reps(self.cur, n)
         rx.copy_(state["x"])
         ry.copy_(state["y"])
         if rextras is not None and state["extras"] is not None:
             rextras.copy_(state["extras"])
+        if rwhere is not None and state.get("where") is not None:
+            rwhere[:] = state["where"]
         self.ready = n
 
     def close(self) -> None:

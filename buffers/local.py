@@ -1,7 +1,6 @@
 """LocalBuffer (the users' ``nil_local``): each rank rehearses from its own slice only."""
-import numpy as np
-
-from .reservoir import SliceBuffer
+from .sampler import draw_slots
+from .slice import SliceBuffer
 
 
 class LocalBuffer(SliceBuffer):
@@ -25,16 +24,12 @@ class LocalBuffer(SliceBuffer):
         self._counters["filled_per_rank"] = [-1] * self._world_size
         self._counters["global_filled"] = -1
 
-    def _draw(self, r, out_x, out_y, out_extras):
-        blocks = self._policy.blocks()
-        total = self._policy.filled_total
-        self._counters["filled_per_rank"][self._rank] = total
-        n = min(r, total)
-        if n == 0:
-            return 0, 0
-        slots = self._slots_of(blocks, self._draw_rng.choice(total, n, replace=False))
-        np.take(self._samples, slots, axis=0, out=out_x[:n], mode="clip")
-        self._draw_labels(slots, out_y[:n])
-        if out_extras is not None:
-            np.take(self._extras, slots, axis=0, out=out_extras[:n], mode="clip")
+    def _draw(self, r, out_x, out_y, out_extras, out_where):
+        self._counters["filled_per_rank"][self._rank] = self._policy.filled_total
+        _, slots = draw_slots(self._policy.blocks()[None, :], self._policy.stride, r, self._draw_rng)
+        n = len(slots)
+        self._storage.read(slots, out_x, out_y, out_extras)
+        if out_where is not None:
+            out_where[:n, 0] = self._rank
+            out_where[:n, 1] = slots
         return n, n

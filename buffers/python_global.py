@@ -19,10 +19,10 @@ A draw (collective, every rank calls it; r may differ between ranks):
 """
 import numpy as np
 
-from .reservoir import SliceBuffer
+from .slice import GlobalSliceBuffer
 
 
-class PythonGlobalBuffer(SliceBuffer):
+class PythonGlobalBuffer(GlobalSliceBuffer):
     """Global rehearsal buffer in plain Python; same interface as ``cpp_loader.Buffer``.
 
     Example (on every rank)::
@@ -33,58 +33,27 @@ class PythonGlobalBuffer(SliceBuffer):
     """
 
     KIND = "buffers.PythonGlobalBuffer/1"
+    COUNT_DTYPE = np.int32  # MPI counts
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         MPI = self._MPI
         self._comm = self._comm_in.Dup()  # our collectives never meet the caller's
-        P, K = self._world_size, len(self._policy.blocks())
-        self._all_filled = np.zeros((P, K), dtype=np.int64)
-        self._counts = np.zeros(P, dtype=np.int32)
-        self._wanted = np.zeros(P, dtype=np.int32)
-        self._row_type = MPI.BYTE.Create_contiguous(self._sample_bytes).Commit()
-        self._extras_type = (MPI.FLOAT.Create_contiguous(self._num_extras).Commit()
-                             if self._num_extras else None)
-        self._send_x = np.empty((0, *self._sample_shape), dtype=self._dtype)
-        self._send_e = np.empty((0, self._num_extras), dtype=np.float32)
+        self._row_type = MPI.BYTE.Create_contiguous(self._storage.samples[0].nbytes).Commit()
+        self._extras_type = MPI.FLOAT.Create_contiguous(self.num_extras).Commit() if self.num_extras else None
 
-    def _send_buffers(self, rows):
-        """Grow-only send buffers: reused across draws."""
-        if self._send_x.shape[0] < rows:
-            self._send_x = np.empty((rows, *self._sample_shape), dtype=self._dtype)
-            if self._num_extras:
-                self._send_e = np.empty((rows, self._num_extras), dtype=np.float32)
-        return self._send_x, self._send_e
+    def _gather_fill(self) -> None:
+        MPI = self._MPI
+        self._comm.Allgather([self._policy.blocks(), MPI.INT64_T], [self._all_filled, MPI.INT64_T])
 
-    def _draw(self, r, out_x, out_y, out_extras):
-        MPI, comm = self._MPI, self._comm
-        P, me = self._world_size, self._rank
-        K = self._all_filled.shape[1]  # blocks per rank
-        comm.Allgather([self._policy.blocks(), MPI.INT64_T], [self._all_filled, MPI.INT64_T])
-        per_rank = self._all_filled.sum(axis=1)
-        total = int(per_rank.sum())
-        self._counters["filled_per_rank"] = per_rank.tolist()
-        self._counters["global_filled"] = total
-        n = min(r, total)  # total is the same on every rank: all skip together when 0
-        if total == 0:
+    def _draw(self, r, out_x, out_y, out_extras, out_where):
+        MPI, comm, me = self._MPI, self._comm, self._rank
+        _, slots = self._choose(r, out_y, out_where)
+        if not len(slots):
             return 0, 0
-
-        # Which global slots: uniform over the filled ones, then grouped by owner.
-        flat = self._all_filled.reshape(-1)
-        cum = np.cumsum(flat)
-        picks = self._draw_rng.choice(total, n, replace=False)
-        cell = np.searchsorted(cum, picks, side="right")  # owner * K + block
-        owner = cell // K
-        slots = (cell % K) * self._policy.stride + picks - (cum[cell] - flat[cell])
-        order = np.argsort(owner, kind="stable")
-        slots = slots[order]
-        fixed = self._policy_name == "fixed"
-        if fixed:
-            np.floor_divide(slots, self._slots_per_class, out=out_y[:n], casting="unsafe")
+        n, fixed, counts = len(slots), self.policy == "fixed", self._counts
 
         # Who asks whom for how many.
-        counts = self._counts
-        counts[:] = np.bincount(owner, minlength=P)
         comm.Alltoall([counts, MPI.INT], [self._wanted, MPI.INT])
         mine = int(counts[me])
         displs = np.cumsum(counts) - counts
@@ -100,23 +69,20 @@ class PythonGlobalBuffer(SliceBuffer):
         # Serve the others' requests, then copy own rows straight into the outputs.
         send_x, send_e = self._send_buffers(len(requests))
         m = len(requests)
-        np.take(self._samples, requests, axis=0, out=send_x[:m], mode="clip")
+        storage = self._storage
+        np.take(storage.samples, requests, axis=0, out=send_x[:m], mode="clip")
         comm.Alltoallv([send_x, (wanted, wanted_displs), self._row_type],
                        [out_x, (counts, displs), self._row_type])
         if out_extras is not None:
-            np.take(self._extras, requests, axis=0, out=send_e[:m], mode="clip")
+            np.take(storage.extras, requests, axis=0, out=send_e[:m], mode="clip")
             comm.Alltoallv([send_e, (wanted, wanted_displs), self._extras_type],
                            [out_extras, (counts, displs), self._extras_type])
         if not fixed:
-            send_y = np.take(self._labels, requests)
+            send_y = np.take(storage.labels, requests)
             comm.Alltoallv([send_y, (wanted, wanted_displs), MPI.INT64_T],
                            [out_y, (counts, displs), MPI.INT64_T])
         if mine:
-            np.take(self._samples, slots[own], axis=0, out=out_x[own], mode="clip")
-            if not fixed:
-                self._draw_labels(slots[own], out_y[own])
-            if out_extras is not None:
-                np.take(self._extras, slots[own], axis=0, out=out_extras[own], mode="clip")
+            storage.read(slots[own], out_x[own], out_y[own], None if out_extras is None else out_extras[own])
         return n, mine
 
     def _release(self):

@@ -32,13 +32,6 @@ from __future__ import annotations
 
 import numpy as np
 
-NATIVE_COUNTERS = ("classes", "seen_per_class", "filled_per_class")
-PYTHON_COUNTERS = ("classes", "seen", "filled")
-
-
-def _counters(state: dict) -> tuple:
-    return NATIVE_COUNTERS if "seen_per_class" in state else PYTHON_COUNTERS
-
 
 def pool(states: list[dict]) -> dict:
     """The slices of all old ranks as one pool: per class (in order of first arrival) the
@@ -46,9 +39,8 @@ def pool(states: list[dict]) -> dict:
     classes, first, seen = [], {}, {}
     rows = {}
     for rank, state in enumerate(states):
-        names, seen_key, _ = _counters(state)
-        for position, (label, count) in enumerate(zip(np.asarray(state[names]).tolist(),
-                                                      np.asarray(state[seen_key]).tolist())):
+        for position, (label, count) in enumerate(zip(np.asarray(state["classes"]).tolist(),
+                                                      np.asarray(state["seen_per_class"]).tolist())):
             if label not in seen:
                 classes.append(label)
                 seen[label] = 0
@@ -129,7 +121,6 @@ def reshard(states: list[dict], fresh: dict, rank: int, world: int, seed: int = 
     """(state for new rank `rank` of `world`, summary): the old ranks' `states` pooled and
     re-sharded into `fresh` (this rank's empty buffer state, which gives the layout, kind and
     generators)."""
-    names, seen_key, filled_key = _counters(fresh)
     capacity = int(fresh["capacity"])
     fixed = fresh.get("policy", "fixed") == "fixed"
     n_slots = fresh["slots_per_class"] if fixed else None
@@ -157,15 +148,13 @@ def reshard(states: list[dict], fresh: dict, rank: int, world: int, seed: int = 
             filled.append(len(mine))
     if fixed:  # the fixed layout lists every class 0..K-1
         order = {c: i for i, c in enumerate(classes)}
-        K = len(np.asarray(fresh[names]))
+        K = len(np.asarray(fresh["classes"]))
         seen = [seen[order[c]] if c in order else 0 for c in range(K)]
         filled = [filled[order[c]] if c in order else 0 for c in range(K)]
         classes = list(range(K))
-    state = dict(fresh, samples=samples, labels=labels, extras=extras)
-    state[names] = np.asarray(classes, np.int64)
-    state[seen_key] = np.asarray(seen, np.int64)
-    state[filled_key] = np.asarray(filled, np.int64)
+    state = dict(fresh, samples=samples, labels=labels, extras=extras, classes=np.asarray(classes, np.int64),
+                 seen_per_class=np.asarray(seen, np.int64), filled_per_class=np.asarray(filled, np.int64))
     before = sum(len(v) for v in pooled["rows"].values())
     after = sum(len(share) for shares_c in shares.values() for share in shares_c)
-    return state, {"held_before": before, "held_after": after, "capacity_before": sum(int(s["capacity"]) for s in states),
-                   "capacity_after": world * capacity}
+    return state, {"held_before": before, "held_after": after,
+                   "capacity_before": sum(int(s["capacity"]) for s in states), "capacity_after": world * capacity}

@@ -6,7 +6,7 @@ split a task's indices across ranks; ``make_loader`` turns indices into batches.
 """
 from typing import Callable
 
-from trainer.errors import UserError
+from common.errors import UserError
 
 from . import cifar, digits, imagefolder, mnist, synthetic
 from .dataset import ArraySplit, Dataset, FolderSplit, Split

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
-from trainer.errors import UserError
+from common.errors import UserError
 
 from .dataset import FolderSplit
 

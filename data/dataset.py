@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from trainer.errors import UserError
-from trainer.options import merge_options
+from common.errors import UserError
+from common.options import merge_options
 
 
 class Split:

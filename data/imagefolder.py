@@ -20,7 +20,7 @@ import os
 
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from trainer.errors import UserError
+from common.errors import UserError
 
 from .dataset import Dataset, FolderSplit, check_dataset_dir, check_options
 

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from trainer.errors import UserError
+from common.errors import UserError
 
 from .dataset import ArraySplit, Dataset, check_dataset_dir, check_options
 

@@ -28,7 +28,7 @@ from continuum.datasets import InMemoryDataset
 from continuum.scenarios import ClassIncremental, InstanceIncremental
 from continuum.tasks import TaskType
 
-from trainer.errors import UserError
+from common.errors import UserError
 
 from .dataset import Dataset
 

@@ -14,7 +14,7 @@ array, so a benchmark measures the model and the buffer rather than the noise ge
 import numpy as np
 import torch
 
-from trainer.errors import UserError
+from common.errors import UserError
 
 from .dataset import ArraySplit, Dataset, Split, as_indices, channel_stats, check_options
 

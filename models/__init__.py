@@ -10,7 +10,7 @@ from typing import Callable
 
 from torch import nn
 
-from trainer.errors import UserError
+from common.errors import UserError
 
 from . import convnext, efficientnet, mnistnet, resnet
 

@@ -1,6 +1,6 @@
 """Option checking and the small-input-stem rule shared by the model builders."""
-from trainer.errors import UserError
-from trainer.options import merge_options
+from common.errors import UserError
+from common.options import merge_options
 
 SMALL_INPUT = 32  # inputs of at most this height and width get the small stem by default
 

@@ -7,7 +7,7 @@ when H and W are at least 16, else patch 1 (32x32 -> 16x16 ... 2x2 at the last s
 from torch import nn
 from torchvision import models as tvm
 
-from trainer.errors import UserError
+from common.errors import UserError
 
 from .common import check_options, small_stem
 

@@ -6,7 +6,7 @@ pool to 4x4, then two linear layers. Option ``hidden`` (128): width of the first
 import torch
 from torch import nn
 
-from trainer.errors import UserError
+from common.errors import UserError
 
 from .common import check_options
 

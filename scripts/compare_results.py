@@ -14,9 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from plot_results import OneLineParser, UsageError, check_run_dir  # noqa: E402
+from plot_results import OneLineParser, UsageError, check_run_dir  # the script beside this one
 
 PROG = "compare_results.py"
 

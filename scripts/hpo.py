@@ -42,14 +42,13 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import yaml
 
-import yaml  # noqa: E402
+from common.errors import UserError, one_line
+from trainer import config, metrics
+from trainer.results import atomic_write_text
 
-from trainer import config, metrics  # noqa: E402
-from trainer.errors import UserError, one_line  # noqa: E402
-from trainer.results import atomic_write_text  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent  # main.py and the trials' working folder
 
 OBJECTIVES = {"final": ("final average accuracy", metrics.final_average_accuracy),
               "incremental": ("average incremental accuracy", metrics.average_incremental_accuracy)}
@@ -114,7 +113,8 @@ def check_spec(name: str, spec) -> None:
     if "step" in spec:
         step = spec["step"]
         if not isinstance(step, number) or isinstance(step, bool) or step <= 0:
-            raise UserError(f"{where}: step must be a positive {'integer' if kind == 'int' else 'number'}, got {step!r}")
+            what = "integer" if kind == "int" else "number"
+            raise UserError(f"{where}: step must be a positive {what}, got {step!r}")
         if log:
             raise UserError(f"{where}: step and log cannot be combined")
 
@@ -129,7 +129,8 @@ def distributions(space: dict) -> dict:
         if kind == "categorical":
             out[name] = d.CategoricalDistribution(spec["choices"])
         elif kind == "int":
-            out[name] = d.IntDistribution(spec["low"], spec["high"], log=spec.get("log", False), step=spec.get("step", 1))
+            out[name] = d.IntDistribution(spec["low"], spec["high"], log=spec.get("log", False),
+                                          step=spec.get("step", 1))
         else:
             out[name] = d.FloatDistribution(float(spec["low"]), float(spec["high"]),
                                             log=kind == "loguniform" or spec.get("log", False), step=spec.get("step"))

@@ -15,9 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
 PROG = "plot_results.py"
 
 

@@ -7,13 +7,15 @@
 #   BUILD_DIR=/tmp/san scripts/sanitize_native.sh
 #
 # Needs cmake, a C++17 compiler and MPI (mpicxx/mpirun on PATH; the repo's .venv is used if
-# present). Leak detection is off (ASAN_OPTIONS=detect_leaks=0): Open MPI keeps allocations
-# alive past MPI_Finalize on purpose, and LeakSanitizer would report those, not ours.
+# present); the test runs with the mpirun line and environment of every test job
+# (python -m common.mpirun). Leak detection is off (ASAN_OPTIONS=detect_leaks=0): Open MPI keeps
+# allocations alive past MPI_Finalize on purpose, and LeakSanitizer would report those, not ours.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${BUILD_DIR:-$ROOT/cpp_loader/build-sanitize}
 if [[ -x "$ROOT/.venv/bin/mpicxx" ]]; then export PATH="$ROOT/.venv/bin:$PATH"; fi
+BUILD=$(mkdir -p "$BUILD" && cd "$BUILD" && pwd)  # absolute: the test runs from $ROOT
 
 FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -g -O1"
 GENERATOR=()
@@ -24,14 +26,12 @@ cmake --build "$BUILD" -j 2
 
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:halt_on_error=1:exitcode=66
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_osc=${OMPI_MCA_osc:-^ucx} OMPI_MCA_pml=${OMPI_MCA_pml:-^ucx}
 
 status=0
 for np in 1 2; do
   log=$(mktemp)
   echo "== test_native on $np rank(s)"
-  if ! timeout 120 mpirun -np "$np" --oversubscribe --bind-to none "$BUILD/test_native" >"$log" 2>&1; then
+  if ! (cd "$ROOT" && timeout 120 "${PYTHON:-python3}" -m common.mpirun "$np" "$BUILD/test_native") >"$log" 2>&1; then
     status=1
   fi
   cat "$log"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything on a fresh machine, into ./.venv: MPI, PyTorch + torchvision, the other
-# Python dependencies, the native buffer (cpp_loader), and Horovod built from source.
+# Python dependencies, this project (editable), the native buffer (cpp_loader), and Horovod built from source.
 # Idempotent: a second run only installs what changed.
 #   WITH_HOROVOD=0 scripts/setup.sh      skip Horovod (the torch backend needs none)
 #   PYTHON=python3.11 scripts/setup.sh   the interpreter to make the venv from
@@ -12,6 +12,9 @@ PYTHON=${PYTHON:-python3}
 VPY=.venv/bin/python
 "$VPY" -m pip install -q --upgrade pip setuptools wheel
 "$VPY" -m pip install -q -r requirements.txt
+# The project itself (pyproject.toml), editable: agents, buffers, common, data, models and
+# trainer import from any folder, and edits here take effect without reinstalling.
+"$VPY" -m pip install -q --no-build-isolation --no-deps -e .
 
 # The native buffer, rebuilt only when its sources change.
 stamp=.venv/cpp_loader.sha256

@@ -61,3 +61,24 @@ def check(x_row, y, extras_row=None, num_extras: int = 0) -> tuple:
         assert np.array_equal(extras_row, extras_pattern(rank, label, sample_id, num_extras)), \
             f"extras of sample {(rank, label, sample_id)} do not match"
     return rank, label, sample_id
+
+
+def outputs(buf, r):
+    """Output arrays for r representatives of `buf`, pre-filled with junk so stale rows show:
+    x 255, y -1, extras -1.0 (None when the buffer stores no extras)."""
+    return (np.full((r, *buf.sample_shape), 255, buf.dtype), np.full(r, -1, np.int64),
+            np.full((r, buf.num_extras), -1.0, np.float32) if buf.num_extras else None)
+
+
+def inclusion_p_value(counts, p):
+    """Chi-square p-value for "every cell was included with the same probability p per trial".
+
+    Each trial includes a fixed number of distinct cells, so a cell's count is Binomial(trials,
+    p), and the counts sum to a constant: Pearson's statistic has mean cells * (1 - p), and
+    rescaled by (cells - 1) / (cells * (1 - p)) it follows chi2(cells - 1)."""
+    from scipy.stats import chi2
+
+    counts = np.asarray(counts, dtype=np.float64)
+    cells, expected = len(counts), counts.mean()
+    stat = ((counts - expected) ** 2 / expected).sum() * (cells - 1) / (cells * (1 - p))
+    return float(chi2.sf(stat, cells - 1))

@@ -35,7 +35,7 @@ def check_matrix(results, name_prefix, world_size):
 
 
 def test_every_agent_and_buffer_one_process(tmp_path):
-    script = str(REPO / "tests/mpi_jobs/run_main_many.py")
+    script = str(REPO / "benchmarks/run_main_many.py")
     proc = subprocess.run([sys.executable, script, *matrix_specs(tmp_path, "p1", [])], cwd=REPO,
                           env=mpi_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -43,7 +43,7 @@ def test_every_agent_and_buffer_one_process(tmp_path):
 
 
 def test_every_agent_and_buffer_two_ranks(tmp_path):
-    script = str(REPO / "tests/mpi_jobs/run_main_many.py")
+    script = str(REPO / "benchmarks/run_main_many.py")
     run_mpi(2, [sys.executable, script, *matrix_specs(tmp_path, "p2", ["--backend", "torch"])], timeout=900)
     check_matrix(tmp_path, "p2", 2)
 
@@ -58,7 +58,7 @@ def accuracies(tmp_path_factory):
             "nil": ["--agent", "nil"], "nil_cpp": ["--agent", "nil_cpp"], "nil_cpp_cat": ["--agent", "nil_cpp_cat"]}
     specs = [json.dumps([*flags, "--run-name", name, "--results-dir", str(results), "--plots", "false",
                          "--tensorboard", "false"]) for name, flags in runs.items()]
-    proc = subprocess.run([sys.executable, str(REPO / "tests/mpi_jobs/run_main_many.py"), *specs], cwd=REPO,
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/run_main_many.py"), *specs], cwd=REPO,
                           env=mpi_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return {name: metrics(results / name)["final_average_accuracy"] for name in runs}
@@ -83,8 +83,10 @@ def test_global_sampling_rehearses_the_other_ranks_samples(tmp_path, agent):
 
 @pytest.mark.parametrize("flags, message", [
     (["--agent", "er", "--agent-config", "{'num_reps': 8}"],
-     "unknown --agent-config key 'num_reps' for agent er; valid keys: async, buffer, buffer_size, global_sampling, "
-     "num_candidates, num_representatives, policy, rehearsal_ratio, slots_per_class"),
+     "unknown --agent-config key 'num_reps' for agent er; valid keys: async, buffer, buffer_size, mix, "
+     "num_candidates, num_representatives, offer, policy, rehearsal_ratio, slots_per_class"),
+    (["--agent", "er", "--agent-config", "{'mix': 'interleave'}"],
+     "--agent-config mix='interleave' for agent er; valid values: 'in_place', 'concat'"),
     (["--agent", "er", "--agent-config", "{'buffer': 'gpu'}"],
      "--agent-config buffer='gpu' for agent er; valid values: 'native', 'native_cat', 'python', 'local'"),
     (["--agent", "der", "--agent-config", "{'alpha': 'high'}"], "alpha for agent der must be float"),
@@ -94,6 +96,6 @@ def test_global_sampling_rehearses_the_other_ranks_samples(tmp_path, agent):
 def test_bad_agent_config_is_one_clear_line(tmp_path, flags, message):
     proc = subprocess.run([sys.executable, "main.py", *flags, "--results-dir", str(tmp_path)], cwd=REPO,
                           env=mpi_env(), capture_output=True, text=True, timeout=120)
-    lines = [l for l in proc.stderr.splitlines() if l.strip() and "osc_ucx" not in l]
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and "osc_ucx" not in line]
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert len(lines) == 1 and message in lines[0], proc.stderr

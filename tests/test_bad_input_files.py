@@ -92,7 +92,7 @@ def test_bad_file_or_setting_is_one_line_and_writes_nothing(tmp_path, name):
         argv += ["--results-dir", str(results)]
     proc = subprocess.run([sys.executable, "main.py", *argv], cwd=REPO, env=mpi_env(),
                           capture_output=True, text=True, timeout=180)
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("main.py: error: "), proc.stderr[-3000:]
     assert message in lines[0], lines[0]

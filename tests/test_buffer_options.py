@@ -2,30 +2,14 @@
 fill that metrics.json reports after every task."""
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from conftest import REPO, mpi_env
-from trainer_runs import metrics, run_main
-
 from agents import make_agent
 from agents.agent import AgentContext
-
-
-class OneRank:
-    """The engine surface the ER agent uses, for one process."""
-    rank, world_size, device = 0, 1, torch.device("cpu")
-    launch = SimpleNamespace(launcher="python", local_size=1)
-
-    def __init__(self):
-        from mpi4py import MPI
-
-        self.mpi_comm = MPI.COMM_SELF
-
-    def allreduce_sum(self, t):
-        return t
+from conftest import REPO, OneRank, mpi_env
+from trainer_runs import metrics, run_main
 
 
 def make_er(options, batch_size=16, classes=4):
@@ -51,18 +35,18 @@ def test_num_candidates_changes_what_is_offered_not_the_draws(buffer):
     offered = []
     for step in range(6):
         x, y = batch(step)
-        before = sum(agent.buffer.stats()["seen_per_class"])
-        agent.insert(x, y, None)
-        state = agent.buffer.state()
-        assert sum(agent.buffer.stats()["seen_per_class"]) - before == 5
-        stored = state["samples"][: agent.buffer.stats()["filled"]]
+        before = sum(agent.memory.buffer.stats()["seen_per_class"])
+        agent.memory.insert(x, y, None)
+        state = agent.memory.buffer.state()
+        assert sum(agent.memory.buffer.stats()["seen_per_class"]) - before == 5
+        stored = state["samples"][: agent.memory.buffer.stats()["filled"]]
         ids = stored[:, 0].astype(int) + 256 * stored[:, 1].astype(int)
         new = sorted(set(ids[ids >= step * 16].tolist()))
         assert len(new) == 5 and all(step * 16 <= i < (step + 1) * 16 for i in new)
         offered.append([i - step * 16 for i in new])
-        agent.batches.collect()
-        assert agent.batches.ready == min(8, 5 * (step + 1))
-        reps = agent.batches._reps(agent.batches.cur, agent.batches.ready)[0].numpy()
+        agent.memory.batches.collect()
+        assert agent.memory.batches.ready == min(8, 5 * (step + 1))
+        reps = agent.memory.batches._reps(agent.memory.batches.cur, agent.memory.batches.ready)[0].numpy()
         drawn = reps[:, 0].astype(int) + 256 * reps[:, 1].astype(int)
         assert len(set(drawn.tolist())) == len(drawn) and set(drawn.tolist()) <= set(ids.tolist())
     assert len({tuple(o) for o in offered}) > 1, "the same positions were offered every step"
@@ -70,8 +54,8 @@ def test_num_candidates_changes_what_is_offered_not_the_draws(buffer):
 
     full = make_er({"buffer": buffer, "buffer_size": 1000})
     x, y = batch(0)
-    full.insert(x, y, None)
-    assert sum(full.buffer.stats()["seen_per_class"]) == 16  # default: all B offered
+    full.memory.insert(x, y, None)
+    assert sum(full.memory.buffer.stats()["seen_per_class"]) == 16  # default: all B offered
     full.close()
 
 
@@ -80,16 +64,16 @@ def test_policies_and_fill_in_stats():
     fixed = make_er({"buffer": "python", "policy": "fixed"})  # 40 / 4 classes = 10 per class
     for agent in (adaptive, fixed):
         x, y = batch(0)
-        agent.insert(x[y < 2], y[y < 2], None)  # the first task: classes 0 and 1, 8 samples
-        agent.batches.collect()
+        agent.memory.insert(x[y < 2], y[y < 2], None)  # the first task: classes 0 and 1, 8 samples
+        agent.memory.batches.collect()
     a, f = adaptive.stats(), fixed.stats()
     assert a["policy"] == "adaptive" and a["capacity"] == 40 and a["fill"] == 8 / 40
     assert f["policy"] == "fixed" and f["capacity"] == 40 and f["slots_per_class"] == 10
     for agent in (adaptive, fixed):
         for step in range(1, 8):
             x, y = batch(step)
-            agent.insert(x[y < 2], y[y < 2], None)
-            agent.batches.collect()
+            agent.memory.insert(x[y < 2], y[y < 2], None)
+            agent.memory.batches.collect()
     a, f = adaptive.stats(), fixed.stats()
     assert a["fill"] == 1.0 and f["fill"] == 0.5  # fixed: classes 2 and 3 have not come yet
     assert a["filled_per_class_per_rank"] == [[20, 20, 0, 0]]

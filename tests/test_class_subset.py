@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
+from common.errors import UserError
 from conftest import REPO, mpi_env
 from data import load_dataset
 from test_data import WNIDS, make_tiny, save_image
-from trainer.errors import UserError
 
 CLASSES = ["n04", "n01", "n03", "n02", "n05"]  # written in this (unsorted) order
 

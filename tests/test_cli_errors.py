@@ -27,7 +27,8 @@ CASES = [
     (["--workers", "100000"], "workers must be at most 4 x the"),
     (["--agent", "der", "--agent-config", "{'alpha': .nan}"], "alpha for agent der must be a finite number"),
     (["--agent", "er", "--agent-config", "{'rehearsal_ratio': 500}"], "rehearsal_ratio is a percentage"),
-    (["--agent", "er", "--agent-config", "{'policy': 'fixed', 'slots_per_class': 0}"], "slots_per_class must be at least 1"),
+    (["--agent", "er", "--agent-config", "{'policy': 'fixed', 'slots_per_class': 0}"],
+     "slots_per_class must be at least 1"),
     (["--model-config", "{'depth': 3}"], "model 'mnistnet' does not take option(s) depth"),
     (["--overwrite"], "--overwrite replaces the --run-name folder: give --run-name too"),
     (["--agent", "er", "--agent-config", "{'buffer_size': 1000000000000}"], "the rehearsal buffer needs "),
@@ -49,7 +50,7 @@ def test_bad_input_one_line_error(argv, message, tmp_path):
     results = tmp_path / "results"
     proc = subprocess.run([sys.executable, "main.py", *argv, "--results-dir", str(results)],
                           cwd=REPO, env=mpi_env(), capture_output=True, text=True, timeout=120)
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr, proc.stderr
     assert len(lines) == 1, proc.stderr

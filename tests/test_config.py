@@ -1,8 +1,8 @@
 """Config resolution: defaults < preset in config.yaml < explicit CLI flags; dicts merge by key."""
 import pytest
 
+from common.errors import UserError
 from trainer import config
-from trainer.errors import UserError
 
 
 @pytest.fixture

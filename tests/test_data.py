@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from data import (DATASETS, build_tasks, load_dataset, make_loader, shard_epoch, shard_eval)
-from trainer.errors import UserError
+from common.errors import UserError
+from data import DATASETS, build_tasks, load_dataset, make_loader, shard_epoch, shard_eval
 
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

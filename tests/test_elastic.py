@@ -1,19 +1,15 @@
 """Elastic resume: a checkpoint written by N ranks continues on M ranks, the buffer slices
 pooled and re-sharded (buffers/reshard.py), data sharding and LR scaling following M."""
 import re
-import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path[:0] = [str(Path(__file__).parent / "mpi_jobs")]
-from buffer_patterns import check, make_samples  # noqa: E402
-from buffers import buffer_class  # noqa: E402
-from buffers.reshard import reshard  # noqa: E402
-from test_resilience import kill_after, start  # noqa: E402
-from trainer_runs import metrics, run_main  # noqa: E402
+from buffer_patterns import check, make_samples
+from buffers import buffer_class
+from buffers.reshard import reshard
+from trainer_runs import kill_after, metrics, run_main, start_main
 
 KINDS = ["native", "python"]
 
@@ -42,8 +38,7 @@ def held(state, num_extras=2):
 
 
 def seen_of(state):
-    key = "seen_per_class" if "seen_per_class" in state else "seen"
-    return dict(zip(np.asarray(state["classes"]).tolist(), np.asarray(state[key]).tolist()))
+    return dict(zip(np.asarray(state["classes"]).tolist(), np.asarray(state["seen_per_class"]).tolist()))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -117,7 +112,7 @@ def references(tmp_path_factory):
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("old_world, new_world", [(1, 2), (2, 1), (2, 4), (4, 2)])
 def test_elastic_resume_of_the_default_experiment(tmp_path, references, old_world, new_world):
-    proc = start(RUN, tmp_path, "run", old_world)
+    proc = start_main(RUN, tmp_path, "run", old_world)
     kill_after(proc, tmp_path / "run/checkpoints/t001-e0005/COMPLETE", timeout=600)  # mid-task 2
     run_main(["--resume", str(tmp_path / "run"), "--backend", "torch"], tmp_path, "ignored", ranks=new_world,
              timeout=600)

@@ -1,8 +1,8 @@
 """Launcher detection and engine choice."""
 import pytest
 
+from common.errors import UserError
 from trainer import engine
-from trainer.errors import UserError
 from trainer.launch import detect
 
 

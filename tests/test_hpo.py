@@ -156,7 +156,8 @@ BAD = {
     "malformed": ("space:\n  lr: {type: loguniform, low: 0.01\n", "malformed YAML"),
     "no space": ("fixed: {agent: nil_cpp}\n", "no parameters under 'space:'"),
     "unknown option": ("space:\n  lrr: {type: loguniform, low: 0.01, high: 0.1}\n", "unknown main.py option 'lrr'"),
-    "unknown agent key": ("fixed: {agent: nil_cpp}\nspace:\n  agent_config.rehersal_ratio: {type: int, low: 5, high: 20}\n",
+    "unknown agent key": ("fixed: {agent: nil_cpp}\nspace:\n"
+                          "  agent_config.rehersal_ratio: {type: int, low: 5, high: 20}\n",
                           "unknown --agent-config key 'rehersal_ratio'"),
     "key of base's agent": ("space:\n  agent_config.alpha: {type: float, low: 0.1, high: 1.0}\n",
                             "unknown --agent-config key 'alpha' for agent base"),

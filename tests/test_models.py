@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
+from common.errors import UserError
 from models import MODELS, build_model
-from trainer.errors import UserError
 
 
 def forward(model: nn.Module, shape, batch: int = 2) -> torch.Tensor:

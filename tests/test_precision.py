@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from agents.der import DERAgent
+from common.errors import UserError
 from models import build_model
-from trainer.errors import UserError
 from trainer.precision import ChannelsLast, Precision, check_device
 from trainer_runs import metrics, reported_lines, run_main
 
@@ -55,6 +55,26 @@ def fp16_on_cpu() -> Precision:
     precision = Precision("off", CPU)
     precision.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
     return precision
+
+
+@pytest.mark.parametrize("horovod", [True, False])
+@pytest.mark.parametrize("fp16", [False, True])
+def test_clip_grad_norm_clips_the_averaged_unscaled_gradient(horovod, fp16):
+    """--clip-grad-norm 1: the step moves by lr x the gradient scaled to norm 1, whatever the
+    loss scale, after Horovod's averaging (gradient (3, 4), averaged over 2 ranks: (1.5, 2))."""
+    weight = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    calls = []
+    optimizer = FakeHorovodOptimizer([weight], calls) if horovod else torch.optim.SGD([weight], lr=0.1)
+    precision = fp16_on_cpu() if fp16 else Precision("off", CPU)
+    precision.clip_grad_norm = 1.0
+    precision.backward_step((weight * torch.tensor([3.0, 4.0])).sum(), optimizer)
+    assert torch.allclose(weight.detach(), torch.tensor([1.0, 2.0]) - 0.1 * torch.tensor([0.6, 0.8]))
+    if horovod:
+        assert calls == ["synchronize", "step without synchronize"]
+    small = Precision("off", CPU, clip_grad_norm=10.0)  # a norm below the limit is left alone
+    weight.grad = None
+    small.backward_step((weight * torch.tensor([3.0, 4.0])).sum(), torch.optim.SGD([weight], lr=0.1))
+    assert torch.allclose(weight.grad, torch.tensor([3.0, 4.0]))
 
 
 @pytest.mark.parametrize("horovod", [True, False])

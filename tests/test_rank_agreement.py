@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from common.mpirun import mpirun_prefix
 from conftest import PYTHON, REPO, mpi_env
 from test_data import make_mnist
 from trainer_runs import metrics
@@ -13,7 +14,7 @@ from trainer_runs import metrics
 
 def mpmd(contexts, timeout=120):
     """mpirun with one app context per rank: [(working dir, main.py args), ...]."""
-    cmd = [shutil.which("mpirun"), "--oversubscribe", "--bind-to", "none"]
+    cmd = mpirun_prefix(None)
     for i, (wdir, args) in enumerate(contexts):
         cmd += ([":"] if i else []) + ["-np", "1", "-wdir", str(wdir), PYTHON, str(REPO / "main.py"), *args]
     started = time.time()

@@ -1,45 +1,23 @@
 """Checkpoint, kill, resume; a checkpoint cut short; a rank that dies ends the whole job."""
-import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import REPO, mpi_env, mpirun_command
-from trainer_runs import metrics, run_main
+from trainer_runs import kill_after, metrics, run_main, start_main
 
 RUN = ["--agent", "nil_cpp", "--epochs", "4", "--checkpoint-every", "1", "--seed", "5",
        "--plots", "false", "--tensorboard", "false"]
-
-
-def start(args, results: Path, name: str, ranks: int):
-    argv = [sys.executable, "main.py", *args, "--results-dir", str(results), "--run-name", name]
-    if ranks > 1:
-        argv = mpirun_command(ranks, argv)
-    return subprocess.Popen(argv, cwd=REPO, env=mpi_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-
-
-def kill_after(proc, marker: Path, timeout=240):
-    """SIGKILL the whole job as soon as `marker` exists (a checkpoint in the middle of a task)."""
-    deadline = time.time() + timeout
-    while not marker.exists():
-        assert proc.poll() is None, f"run ended before {marker} appeared: {proc.stderr.read()[-3000:]}"
-        assert time.time() < deadline, f"{marker} never appeared"
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_killed_run_resumes_to_the_same_accuracy_matrix(tmp_path, ranks):
     backend = ["--backend", "torch"]
     _, reference = run_main([*RUN, *backend], tmp_path, "reference", ranks=ranks)
-    proc = start([*RUN, *backend], tmp_path, "killed", ranks)
+    proc = start_main([*RUN, *backend], tmp_path, "killed", ranks)
     kill_after(proc, tmp_path / "killed/checkpoints/t001-e0002/COMPLETE")
     killed = tmp_path / "killed"
     assert not (killed / "metrics.json").exists() or not metrics(killed)["finished"]

@@ -21,7 +21,7 @@ def main_py(args, results, timeout=240):
 
 
 def one_error_line(proc) -> str:
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("main.py: error: "), proc.stderr[-3000:]
     return lines[0]

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
+from common.errors import UserError
 from trainer import config
-from trainer.errors import UserError
 from trainer.schedule import make_scheduler, peak_lr
 
 S = 10  # steps per epoch in the unit tests
@@ -135,6 +135,7 @@ def test_bad_schedule_input_is_one_clear_error(argv, message):
 def test_a_run_logs_the_formula_lr_at_every_step(tmp_path):
     """Real run, 1 rank: the LR TensorBoard shows at each step of two tasks is the formula's."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     from trainer_runs import run_main
 
     args = ["--tasksets-config", "{'scenario': 'class', 'initial_increment': 5, 'increment': 5}",
@@ -163,12 +164,12 @@ def test_killed_run_resumes_mid_schedule_exactly(tmp_path, schedule):
     trains every later step with the same LR, so losses and accuracies are bit-identical."""
     import csv
 
-    from test_resilience import RUN, kill_after, start
-    from trainer_runs import metrics, run_main
+    from test_resilience import RUN
+    from trainer_runs import kill_after, metrics, run_main, start_main
 
     args = [*RUN, "--backend", "torch", "--warmup-epochs", "1", *schedule]
     _, reference = run_main(args, tmp_path, "reference")
-    proc = start(args, tmp_path, "killed", 1)
+    proc = start_main(args, tmp_path, "killed")
     kill_after(proc, tmp_path / "killed/checkpoints/t001-e0002/COMPLETE")
     killed = tmp_path / "killed"
     run_main(["--resume", str(killed), "--backend", "torch"], tmp_path, "ignored")

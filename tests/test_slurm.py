@@ -46,7 +46,7 @@ def skip_loudly(config, reason: str):
     with capture.global_and_fixture_disabled():
         sys.stdout.write(f"\n{bar}\n!! {text}\n{bar}\n")
         sys.stdout.flush()
-    warnings.warn(text, SlurmNotTested)
+    warnings.warn(text, SlurmNotTested, stacklevel=2)
     pytest.skip(text)
 
 

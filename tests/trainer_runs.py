@@ -1,13 +1,16 @@
 """Helpers to run main.py as a user would (one process or under mpirun) and read its results."""
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, mpi_env, run_mpi
+from conftest import REPO, mpi_env, mpirun_command, run_mpi
 
 
 def run_main(args, results_dir: Path, name: str, ranks: int = 1, timeout: float = 240, check=True):
@@ -36,3 +39,23 @@ def reported_lines(run_dir: Path, rank: int) -> list[str]:
                        r"backward transfer [-\d.]+)", text)
     assert lines, f"rank {rank} reported no accuracies"
     return lines
+
+
+def start_main(args, results: Path, name: str, ranks: int = 1):
+    """main.py in the background, in its own session (kill_after ends the whole job)."""
+    argv = [sys.executable, "main.py", *args, "--results-dir", str(results), "--run-name", name]
+    if ranks > 1:
+        argv = mpirun_command(ranks, argv)
+    return subprocess.Popen(argv, cwd=REPO, env=mpi_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
+def kill_after(proc, marker: Path, timeout=240):
+    """SIGKILL the whole job as soon as `marker` exists (a checkpoint in the middle of a task)."""
+    deadline = time.time() + timeout
+    while not marker.exists():
+        assert proc.poll() is None, f"run ended before {marker} appeared: {proc.stderr.read()[-3000:]}"
+        assert time.time() < deadline, f"{marker} never appeared"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

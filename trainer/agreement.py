@@ -15,7 +15,7 @@ import zlib
 
 import numpy as np
 
-from trainer.errors import AgreedError
+from common.errors import AgreedError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """What a run of the default experiment reached, next to the naive and joint baselines.
 
 The numbers are the README's benchmark table (benchmarks/accuracy_rehearsal.json, written by
-`scripts/bench_accuracy.py --suite rehearsal --seeds 0,1,2`): quoted, not re-measured, so the
+`benchmarks/bench_accuracy.py --suite rehearsal --seeds 0,1,2`): quoted, not re-measured, so the
 run's time is not doubled. Said only when the run's data, model and training length are the
 default experiment's, on which those numbers were measured.
 """

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.errors import AgreedError
+from common.errors import AgreedError
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^t(\d{3,})-e(\d{4,})$")
@@ -102,7 +102,8 @@ def _read(path: Path, keys: tuple) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - a damaged pickle can raise nearly anything
-        raise ValueError(f"{path} does not load ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"{path} does not load ({type(exc).__name__}: {first})") from None
     missing = [k for k in keys if not isinstance(state, dict) or k not in state]
     if missing:
         raise ValueError(f"{path} is damaged (missing {', '.join(missing)})")

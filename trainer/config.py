@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 import yaml
 
-from trainer.errors import UserError
+from common.errors import UserError
+from common.seeding import MAX_SEED
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ OPTIONS = (
     Option("optimizer", str, "sgd", "optimizer", OPTIMIZERS),
     Option("momentum", float, 0.9, "SGD momentum"),
     Option("weight_decay", float, 0.0, "weight decay"),
+    Option("clip_grad_norm", float, 0.0, "clip the gradient's global L2 norm to this before each step "
+           "(0: off); after the gradients are averaged over ranks, and unscaled under --amp fp16"),
     Option("warmup_epochs", float, 0.0, "epochs of linear LR warm-up at the start of each task"),
     Option("lr_schedule", str, "constant", "LR after the warm-up, restarted at every task", LR_SCHEDULES),
     Option("lr_milestones", NumberList(), [], "step schedule: epochs (from the task's start) at which the LR "
@@ -320,9 +323,6 @@ def merge(*layers: dict) -> dict:
     return out
 
 
-MAX_SEED = 2**32 - 1  # numpy's seeds stop here
-
-
 def validate(cfg: dict) -> None:
     """Ranges and finiteness of every option: a NaN learning rate must not train to chance."""
     for o in OPTIONS:
@@ -335,7 +335,7 @@ def validate(cfg: dict) -> None:
             raise UserError(f"{name} must be at least 1, got {cfg[name]}")
     if cfg["lr"] <= 0:
         raise UserError(f"lr must be positive, got {cfg['lr']}")
-    for name in ("workers", "checkpoint_every", "warmup_epochs", "weight_decay", "momentum"):
+    for name in ("workers", "checkpoint_every", "warmup_epochs", "weight_decay", "momentum", "clip_grad_norm"):
         if cfg[name] < 0:
             raise UserError(f"{name} must not be negative, got {cfg[name]}")
     if not 0 <= cfg["seed"] <= MAX_SEED:

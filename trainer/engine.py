@@ -14,8 +14,8 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from common.errors import AgreedError, UserError
 from trainer import mpi
-from trainer.errors import AgreedError, UserError
 from trainer.launch import LaunchInfo, detect
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class Engine(ABC):
             raise AgreedError(outcome[1])
         return outcome[1]
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> None:  # noqa: B027  (a hook: an engine with nothing to leave keeps the no-op)
         """Leave the process group cleanly at the end of a run."""
 
     def abort(self, code: int) -> None:

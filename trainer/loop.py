@@ -16,6 +16,7 @@ import torch
 
 from agents import make_agent
 from agents.agent import AgentContext
+from common.seeding import MAX_SEED, stream_seed
 from data.loader import make_loader
 from data.scenarios import build_tasks
 from data.sharding import shard_epoch
@@ -32,7 +33,7 @@ log = logging.getLogger("trainer")
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % (MAX_SEED + 1))
     torch.manual_seed(seed)
 
 
@@ -56,7 +57,7 @@ class TaskLoop:
         self.rank, self.world = engine.rank, engine.world_size
         seed_everything(cfg["seed"])
         self.dataset, self.tasks = dataset, tasks
-        self.precision = Precision(cfg["amp"], engine.device)
+        self.precision = Precision(cfg["amp"], engine.device, cfg["clip_grad_norm"])
         self.module = self._new_model(seed=cfg["seed"]).to(engine.device)
         if cfg["channels_last"]:
             self.module = self.module.to(memory_format=torch.channels_last)
@@ -71,7 +72,8 @@ class TaskLoop:
         train_targets = self.dataset.train.targets
         self.ctx = AgentContext(
             model=self.model, module=self.module, engine=engine, device=engine.device,
-            preprocess=train_preprocess, num_classes=self.dataset.num_classes,
+            preprocess=train_preprocess, eval_preprocess=self.preprocess, task_batches=self._task_batches,
+            num_classes=self.dataset.num_classes,
             sample_shape=tuple(self.dataset.sample_shape),
             train_size=int(sum(len(t.train_indices) for t in self._distinct_train_tasks())),
             batch_size=cfg["batch_size"], seed=cfg["seed"], reset_model=self.reset_model,
@@ -122,6 +124,14 @@ class TaskLoop:
         self.optimizer.state.clear()  # each task starts without momentum from the last one
         self.scheduler = make_scheduler(cfg, self.optimizer, steps_per_epoch, self.world)
         self.ctx.optimizer = self.optimizer
+
+    def _task_batches(self, task):
+        """This rank's share of a task's training data, once, in the first epoch's order (uint8
+        batches in host memory): for agents that look at a task again at its end."""
+        cfg = self.cfg
+        indices = shard_epoch(task.train_indices, self.rank, self.world, seed=stream_seed(cfg["seed"], task.index),
+                              epoch=0)
+        return make_loader(self.dataset.train, indices, cfg["batch_size"], cfg["workers"], False)
 
     def _steps_per_epoch(self, task) -> int:
         per_rank = len(task.train_indices) // self.world
@@ -208,8 +218,9 @@ class TaskLoop:
                         f"task {task.index + 1}/{len(self.tasks)}")
         for epoch in range(first_epoch, cfg["epochs"]):
             indices = shard_epoch(task.train_indices, self.rank, self.world,
-                                  seed=cfg["seed"] * 1_000_003 + task.index, epoch=epoch)
+                                  seed=stream_seed(cfg["seed"], task.index), epoch=epoch)
             losses, epoch_start = [], time.perf_counter()
+            self.agent.before_epoch(task, epoch)
             loader_iter = iter(make_loader(self.dataset.train, indices, cfg["batch_size"], cfg["workers"], pin))
             step = 0
             while True:
@@ -223,8 +234,8 @@ class TaskLoop:
                 result = self.agent.train_step(x, y)
                 self.scheduler.step()
                 t2 = time.perf_counter()
-                row = (task.index, epoch, step, result.samples, t1 - t0, result.wait_s,
-                       t2 - t1 - result.wait_s, result.loss)
+                row = results.StepRecord(task.index, epoch, step, result.samples, load_s=t1 - t0,
+                                         wait_s=result.wait_s, train_s=t2 - t1 - result.wait_s, loss=result.loss)
                 self.recorder.add_step(row)
                 self.telemetry.step(row, result.losses, lr)
                 losses.append(result.loss)

@@ -7,7 +7,8 @@
   (``synchronize``; ``unscale_``; ``step`` under ``skip_synchronize``), so every rank sees the
   same inf/NaN and skips the same steps; DDP averages in ``backward`` and needs nothing special.
 
-Weights, optimizer state and stored DER logits stay float32 in every mode.
+Weights, optimizer state and stored DER logits stay float32 in every mode. ``--clip-grad-norm``
+clips the averaged, unscaled gradients, so every rank clips the same gradient by the same factor.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import contextlib
 
 import torch
 
+from common.errors import UserError
 from trainer.config import AMP_MODES
-from trainer.errors import UserError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -42,11 +43,11 @@ class ChannelsLast(torch.nn.Module):
 class Precision:
     """Autocast context and the backward/step of one run's ``--amp`` mode on ``device``."""
 
-    def __init__(self, amp: str, device: torch.device):
+    def __init__(self, amp: str, device: torch.device, clip_grad_norm: float = 0.0):
         if amp not in AMP_MODES:
             raise UserError(f"unknown amp {amp!r}; valid choices: {', '.join(AMP_MODES)}")
         check_device(amp, device.type)
-        self.amp, self.device = amp, device
+        self.amp, self.device, self.clip_grad_norm = amp, device, clip_grad_norm
         self.dtype = DTYPES.get(amp)
         self.scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
         if device.type == "cuda":
@@ -60,19 +61,24 @@ class Precision:
 
     def backward_step(self, loss: torch.Tensor, optimizer) -> None:
         """``loss.backward()`` and the optimizer step, through the GradScaler in fp16 mode."""
-        if self.scaler is None:
-            loss.backward()
-            optimizer.step()
-            return
-        self.scaler.scale(loss).backward()
-        if hasattr(optimizer, "skip_synchronize"):  # Horovod's DistributedOptimizer
+        horovod = hasattr(optimizer, "skip_synchronize")  # Horovod's DistributedOptimizer
+        scaler = self.scaler
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        if horovod and (scaler is not None or self.clip_grad_norm):
             optimizer.synchronize()                  # averaged (still scaled) gradients in place
-            self.scaler.unscale_(optimizer)          # inf check and unscale on the averaged ones
+        if scaler is not None and (horovod or self.clip_grad_norm):
+            scaler.unscale_(optimizer)               # inf check and unscale on the averaged ones
+        if self.clip_grad_norm:
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+        step = optimizer.step if scaler is None else (lambda: scaler.step(optimizer))
+        if horovod and (scaler is not None or self.clip_grad_norm):
             with optimizer.skip_synchronize():
-                self.scaler.step(optimizer)
+                step()
         else:
-            self.scaler.step(optimizer)
-        self.scaler.update()
+            step()
+        if scaler is not None:
+            scaler.update()
 
     def state_dict(self) -> dict:
         """The loss scale and its growth tracker (fp16), so a resumed run scales the same."""

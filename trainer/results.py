@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import yaml
@@ -27,7 +28,18 @@ from trainer import metrics
 
 QUIET_LIBRARIES = ("matplotlib", "PIL", "h5py", "fsspec", "urllib3", "tensorboard", "torch._dynamo",
                    "torch._inductor", "numba", "asyncio")
-STEP_FIELDS = ("task", "epoch", "step", "samples", "load_s", "wait_s", "train_s", "loss")
+
+
+class StepRecord(NamedTuple):
+    """One training step of one rank, as steps_rank{r}.csv holds it."""
+    task: int
+    epoch: int
+    step: int
+    samples: int      # trained on: new samples and representatives
+    load_s: float     # waiting for the data loader
+    wait_s: float     # waiting for representatives
+    train_s: float    # forward, backward, optimizer step, insertion
+    loss: float
 
 
 def setup_logging(run_dir: Path, rank: int, level: str) -> None:
@@ -64,11 +76,11 @@ class Recorder:
         self.top5: list[list[float]] = []
         self.evaluations: list[list[dict]] = []
         self.task_stats: list[dict] = []
-        self.steps: list[tuple] = []
+        self.steps: list[StepRecord] = []
         self.elapsed_before = 0.0  # wall time of earlier (interrupted) attempts
         self.started = time.perf_counter()
 
-    def add_step(self, row: tuple) -> None:
+    def add_step(self, row: StepRecord) -> None:
         self.steps.append(row)
 
     def add_evaluation(self, task_index: int, results: list[dict], stats: dict) -> None:
@@ -84,7 +96,7 @@ class Recorder:
         """Per-rank means over steps, and this rank's throughput (samples per second of step time)."""
         if not self.steps:
             return {}
-        arr = np.array([s[3:7] for s in self.steps], dtype=np.float64)
+        arr = np.array([(s.samples, s.load_s, s.wait_s, s.train_s) for s in self.steps], dtype=np.float64)
         samples, load, wait, train = arr.sum(axis=0)
         step_time = load + wait + train
         n = len(self.steps)
@@ -104,7 +116,7 @@ class Recorder:
     def load_state_dict(self, state: dict) -> None:
         self.top1, self.top5 = state["top1"], state["top5"]
         self.evaluations, self.task_stats = state["evaluations"], state["task_stats"]
-        self.steps = [tuple(s) for s in state["steps"]]
+        self.steps = [StepRecord(*s) for s in state["steps"]]
         self.elapsed_before, self.started = state["elapsed"], time.perf_counter()
 
     def metrics(self, throughput_total: float | None = None) -> dict:
@@ -140,11 +152,11 @@ def write_metrics(run_dir: Path, result: dict) -> None:
     atomic_write_text(run_dir / "accuracy_matrix.csv", "\n".join(lines) + "\n")
 
 
-def write_steps(run_dir: Path, rank: int, steps: list[tuple]) -> None:
+def write_steps(run_dir: Path, rank: int, steps: list[StepRecord]) -> None:
     path = run_dir / f"steps_rank{rank}.csv"
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(STEP_FIELDS)
+        writer.writerow(StepRecord._fields)
         writer.writerows(steps)
     os.replace(tmp, path)

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import yaml
 
+from common.errors import UserError
 from trainer import checkpoint, run_folder
 from trainer.agreement import canonical
 from trainer.config import RESUME_LATEST, defaults
 from trainer.run_folder import LOCK_FILE, check_not_in_use
-from trainer.errors import UserError
 
 # Options that may change between the interrupted run and its continuation; the rest
 # (data, model, agent, seed, schedule) define the experiment and come from the saved config.

@@ -15,7 +15,7 @@ import socket
 import time
 from pathlib import Path
 
-from trainer.errors import UserError
+from common.errors import UserError
 
 LOCK_FILE = "run.lock"
 RUN_FILE = "run.json"

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from trainer.errors import UserError
+from common.errors import UserError
+
 
 def lr_scale(world_size: int, cap: int | None) -> int:
     """The world-size multiplier of the LR: the world size, stopped at ``cap`` ranks."""

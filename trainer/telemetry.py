@@ -13,19 +13,20 @@ class Telemetry:
 
             self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
-    def step(self, row: tuple, losses: dict, lr: float) -> None:
+    def step(self, row, losses: dict, lr: float) -> None:
+        """One trainer.results.StepRecord."""
         if self.writer is None:
             return
-        task, epoch, step, samples, load_s, wait_s, train_s, loss = row
         w, n = self.writer, self.global_step
-        w.add_scalar("train/loss", loss, n)
+        load_s, wait_s, train_s = row.load_s, row.wait_s, row.train_s
+        w.add_scalar("train/loss", row.loss, n)
         for name, value in losses.items():
             w.add_scalar(f"train/{name}", value, n)
         w.add_scalar("train/lr", lr, n)
         w.add_scalars("time/step_breakdown_s", {"load": load_s, "wait": wait_s, "train": train_s}, n)
         total = load_s + wait_s + train_s
         if total > 0:
-            w.add_scalar("throughput/samples_per_s_rank0", samples / total, n)
+            w.add_scalar("throughput/samples_per_s_rank0", row.samples / total, n)
         self.global_step += 1
 
     def evaluation(self, task_index: int, evals: list[dict], stats: dict) -> None:

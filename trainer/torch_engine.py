@@ -8,9 +8,9 @@ from datetime import timedelta
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from common.errors import UserError
 from trainer import mpi
 from trainer.engine import Engine
-from trainer.errors import UserError
 
 
 def _free_port() -> int:

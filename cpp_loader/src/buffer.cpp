@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <stdexcept>
+#include <unordered_map>
+#include <utility>
 
 namespace cpp_loader {
 namespace {
@@ -130,7 +132,7 @@ void Buffer::check_draw(int64_t r, const Output& out) const {
     throw std::invalid_argument("an output array is missing");
 }
 
-void Buffer::add(const std::byte* x, const int64_t* y, const float* extras, int64_t n) {
+void Buffer::add(const std::byte* x, const int64_t* y, const float* extras, int64_t n, int64_t* slots) {
   std::lock_guard<std::mutex> call(call_mutex_);
   ensure_open();
   if (n < 0) throw std::invalid_argument("n must be >= 0, got " + std::to_string(n));
@@ -145,13 +147,63 @@ void Buffer::add(const std::byte* x, const int64_t* y, const float* extras, int6
   }
 
   const int64_t sample_bytes = layout().sample_bytes;
-  std::lock_guard<std::mutex> slots(slots_mutex_);
+  std::unordered_map<int64_t, int64_t> holder;  // slot -> the sample of this call that holds it
+  std::lock_guard<std::mutex> lock(slots_mutex_);
   mpi::LockEpoch epoch(storage_.win(), rank_, MPI_LOCK_EXCLUSIVE);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t slot = policy_->place(y[i]);
     if (slot >= 0)
       storage_.write(slot, x + i * sample_bytes, y[i], extras ? extras + i * config_.num_extras : nullptr);
+    if (!slots) continue;
+    slots[i] = slot;
+    if (slot < 0) continue;
+    const auto [it, first] = holder.try_emplace(slot, i);
+    if (!first) slots[std::exchange(it->second, i)] = -1;  // overwritten by sample i
   }
+  epoch.unlock();
+}
+
+void Buffer::check_slots(const int64_t* slots, int64_t m) const {
+  const int64_t capacity = config_.slots();
+  const std::vector<int32_t> fill = policy_->fill_blocks();
+  const int64_t stride = policy_->block_stride();
+  for (int64_t k = 0; k < m; ++k) {
+    const int64_t s = slots[k];
+    if (s < 0 || s >= capacity)
+      throw std::invalid_argument("slots must be in [0, " + std::to_string(capacity) + "), got " + std::to_string(s));
+    if (s % stride >= fill[static_cast<size_t>(s / stride)])
+      throw std::invalid_argument("slot " + std::to_string(s) + " is empty");
+  }
+}
+
+void Buffer::read(const int64_t* slots, int64_t m, Output out) const {
+  std::lock_guard<std::mutex> call(call_mutex_);
+  ensure_open();
+  if (m < 0) throw std::invalid_argument("m must be >= 0, got " + std::to_string(m));
+  if (m == 0) return;
+  if (out.rows < m)
+    throw std::invalid_argument("output arrays have " + std::to_string(out.rows) + " rows, need at least " +
+                                std::to_string(m));
+  if (!slots || !out.x || !out.y || (config_.num_extras && !out.extras))
+    throw std::invalid_argument("an array is missing");
+  const Layout& l = layout();
+  std::lock_guard<std::mutex> lock(slots_mutex_);
+  check_slots(slots, m);
+  for (int64_t k = 0; k < m; ++k)
+    storage_.read(slots[k], Row{out.x + k * l.sample_bytes, out.y + k, out.extras ? out.extras + k * l.num_extras : nullptr});
+}
+
+void Buffer::write_extras(const int64_t* slots, int64_t m, const float* extras) {
+  std::lock_guard<std::mutex> call(call_mutex_);
+  ensure_open();
+  if (config_.num_extras == 0) throw std::invalid_argument("this buffer stores no extras (num_extras=0)");
+  if (m < 0) throw std::invalid_argument("m must be >= 0, got " + std::to_string(m));
+  if (m == 0) return;
+  if (!slots || !extras) throw std::invalid_argument("an input array is missing");
+  std::lock_guard<std::mutex> lock(slots_mutex_);
+  check_slots(slots, m);  // all of them before anything is written
+  mpi::LockEpoch epoch(storage_.win(), rank_, MPI_LOCK_EXCLUSIVE);
+  for (int64_t k = 0; k < m; ++k) storage_.write_extras(slots[k], extras + k * config_.num_extras);
   epoch.unlock();
 }
 
@@ -171,7 +223,13 @@ int64_t Buffer::draw(int64_t r, Output out, const std::vector<int32_t>& snapshot
   const std::vector<SlotRef> refs = sampler_.draw(fill, r);
   const auto n = static_cast<int64_t>(refs.size());
   std::vector<int64_t> slots(refs.size());
-  for (size_t k = 0; k < refs.size(); ++k) slots[k] = refs[k].slot;
+  for (size_t k = 0; k < refs.size(); ++k) {
+    slots[k] = refs[k].slot;
+    if (out.where) {
+      out.where[2 * k] = refs[k].rank;
+      out.where[2 * k + 1] = refs[k].slot;
+    }
+  }
 
   const Layout& l = layout();
   const auto row = [&](int64_t k) {

@@ -35,12 +35,13 @@ class LabelError : public std::out_of_range {
   using std::out_of_range::out_of_range;
 };
 
-// Output arrays of a draw: `rows` rows each (rows >= r).
+// Output arrays of a draw (or of read()): `rows` rows each (rows >= r).
 struct Output {
   std::byte* x;
   int64_t* y;
   float* extras;  // null when num_extras == 0
   int64_t rows;
+  int64_t* where = nullptr;  // optional, 2 per row: (owner rank, slot on that rank)
 };
 
 struct Stats {
@@ -85,7 +86,17 @@ class Buffer {
   // Local. x: n samples; y: n labels, in [0, K) (fixed) or >= 0 (adaptive; below K when K > 0),
   // all checked before anything is stored;
   // extras: n * num_extras floats, or null when num_extras == 0.
-  void add(const std::byte* x, const int64_t* y, const float* extras, int64_t n);
+  // slots (optional, n entries): the slot each sample went to, or -1 when it was not kept or a
+  // later sample of the same call took its slot (only the last one is held).
+  void add(const std::byte* x, const int64_t* y, const float* extras, int64_t n, int64_t* slots = nullptr);
+  // Local. Copies local slots[0..m) into rows [0, m) of `out` (out.where ignored), under
+  // slots_mutex_. std::invalid_argument for a slot outside [0, capacity) or empty.
+  void read(const int64_t* slots, int64_t m, Output out) const;
+  // Local. Rewrites the extras of local slots[0..m) (m * num_extras floats; duplicates: the
+  // last wins) under slots_mutex_ and MPI_Win_lock(EXCLUSIVE, own rank), as add() writes, so
+  // no remote reader sees a half-rewritten row. std::invalid_argument when num_extras == 0,
+  // or for a slot outside [0, capacity) or empty; nothing is written then.
+  void write_extras(const int64_t* slots, int64_t m, const float* extras);
   // Collective, synchronous: the draw runs on the calling thread, then a barrier.
   int64_t sample(int64_t r, Output out);
   // Collective, asynchronous: the draw runs on the worker; `out` must stay valid until wait().
@@ -108,6 +119,7 @@ class Buffer {
   void ensure_open() const;
   void ensure_idle() const;
   void check_draw(int64_t r, const Output& out) const;  // open, idle, r and outputs valid
+  void check_slots(const int64_t* slots, int64_t m) const;  // in range and filled; slots_mutex_ held
   std::vector<int32_t> snapshot_fill() const;
   int64_t draw(int64_t r, Output out, const std::vector<int32_t>& snapshot);
 

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace cpp_loader {
@@ -34,6 +36,22 @@ struct Config {
   std::string problem() const;
   // Canonical "name=value" fields, ';'-separated, compared across ranks at construction.
   std::string describe() const;
+};
+
+// The constructor's arguments as the caller gave them (absent ones empty, names as text): the
+// one place where they are validated. parse() gives the Config (placeholders where an argument
+// is missing or invalid, so the collective construction can still run) and "" or every problem.
+struct Arguments {
+  std::string policy;  // "fixed" | "adaptive"
+  std::optional<int64_t> num_classes;
+  std::optional<int64_t> slots_per_class;
+  std::optional<int64_t> capacity;
+  std::optional<std::vector<int64_t>> sample_shape;
+  std::string dtype;  // "uint8" | "float32" | "float16"
+  int64_t num_extras = 0;
+  uint64_t seed = 0;
+
+  std::pair<Config, std::string> parse() const;
 };
 
 std::string shape_string(const std::vector<int64_t>& shape);

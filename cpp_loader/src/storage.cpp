@@ -39,6 +39,10 @@ Storage::Storage(const Config& config, MPI_Comm comm) : layout_(Layout::of(confi
 void Storage::write(int64_t slot, const std::byte* x, int64_t y, const float* extras) {
   std::memcpy(base_ + slot * layout_.sample_bytes, x, static_cast<size_t>(layout_.sample_bytes));
   std::memcpy(base_ + layout_.labels_offset + slot * 8, &y, 8);
+  write_extras(slot, extras);
+}
+
+void Storage::write_extras(int64_t slot, const float* extras) {
   if (layout_.num_extras)
     std::memcpy(base_ + layout_.extras_offset + slot * layout_.extras_bytes(), extras,
                 static_cast<size_t>(layout_.extras_bytes()));

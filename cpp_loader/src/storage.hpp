@@ -46,6 +46,8 @@ class Storage {
   // Caller holds the locks that make these safe (see Buffer).
   void write(int64_t slot, const std::byte* x, int64_t y, const float* extras);
   void read(int64_t slot, Row out) const;
+  // The extras of one slot only (num_extras floats); a no-op when num_extras == 0.
+  void write_extras(int64_t slot, const float* extras);
   // The whole slice, region by region (state()/load_state()); extras null when num_extras == 0.
   void read_all(std::byte* samples, int64_t* labels, float* extras) const;
   void write_all(const std::byte* samples, const int64_t* labels, const float* extras);

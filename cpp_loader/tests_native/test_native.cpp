@@ -297,7 +297,7 @@ void test_buffer(MPI_Comm comm, Policy policy) {
   zero.slots_per_class = 0;
   zero.capacity = 0;
   EXPECT_THROWS(std::invalid_argument, Buffer(zero, comm),
-                policy == Policy::fixed ? "slots_per_class must be positive, got 0" : "capacity (buffer_size) must be positive");
+                policy == Policy::fixed ? "slots_per_class must be in [1, inf), got 0" : "capacity must be in [1, inf), got 0");
 
   Buffer buf(config(), comm);
   EXPECT(buf.rank() == rank && buf.world_size() == size);
@@ -342,6 +342,36 @@ void test_buffer(MPI_Comm comm, Policy policy) {
   EXPECT(stats.draws == 14 && stats.global_filled == total);
   EXPECT(size == 1 ? stats.bytes_read_remote == 0 : stats.bytes_read_remote > 0);
   MPI_Barrier(comm);
+
+  // where: (owner, slot) per row; read() of the local ones gives the same rows; write_extras.
+  {
+    Outputs drawn(total), local(total);
+    std::vector<int64_t> where(2 * total, -1);
+    Output view = drawn.view();
+    view.where = where.data();
+    const int64_t n = buf.sample(total, view);
+    std::vector<int64_t> mine;
+    std::vector<int64_t> rows;
+    for (int64_t k = 0; k < n; ++k)
+      if (where[2 * k] == rank) mine.push_back(where[2 * k + 1]), rows.push_back(k);
+    EXPECT(static_cast<int64_t>(mine.size()) == K * N);
+    buf.read(mine.data(), static_cast<int64_t>(mine.size()), local.view());
+    for (size_t j = 0; j < mine.size(); ++j) {
+      const auto k = rows[j];
+      EXPECT(local.y[j] == drawn.y[k] &&
+             std::equal(local.x.begin() + j * kBytes, local.x.begin() + (j + 1) * kBytes, drawn.x.begin() + k * kBytes));
+    }
+    std::vector<float> fresh(mine.size() * E, 0.25f);
+    buf.write_extras(mine.data(), static_cast<int64_t>(mine.size()), fresh.data());
+    Outputs again(total);
+    buf.read(mine.data(), static_cast<int64_t>(mine.size()), again.view());
+    EXPECT(std::all_of(again.e.begin(), again.e.begin() + mine.size() * E, [](float v) { return v == 0.25f; }));
+    const int64_t outside = K * N, negative_slot = -1;
+    EXPECT_THROWS(std::invalid_argument, buf.read(&outside, 1, again.view()), "slots must be in [0, 12), got 12");
+    EXPECT_THROWS(std::invalid_argument, buf.write_extras(&negative_slot, 1, fresh.data()), "got -1");
+    buf.write_extras(mine.data(), static_cast<int64_t>(mine.size()), local.e.data());  // put them back
+    MPI_Barrier(comm);
+  }
 
   // save / load into a buffer of another seed: same contents and later draws.
   const auto& l = buf.layout();

@@ -2,7 +2,7 @@
 # Run the trainer on NP ranks per node with torchrun and the torch.distributed engine (DDP;
 # gloo on CPU, NCCL on GPU); extra arguments go to main.py.
 #
-#   scripts/launch/torchrun.sh                        # the main job, local buffers (preset `main_local`)
+#   scripts/launch/torchrun.sh                        # the main job (preset `main`)
 #   NP=4 scripts/launch/torchrun.sh --epochs 3
 #   NNODES=2 RDZV_ENDPOINT=node1:29400 NP=4 scripts/launch/torchrun.sh   # on each node
 #
@@ -13,9 +13,9 @@
 #                  every node with the same value)
 #   RDZV_ID        job id shared by the nodes (default: cl-trainer)
 #   TORCHRUN_ARGS  more torchrun options (--max-restarts, --log-dir ...)
-# Under torchrun there is no MPI between ranks, so the global rehearsal buffers (er with
-# nil, nil_cpp, nil_cpp_cat) are unavailable (the trainer says so); base and the local
-# buffer (nil_local) work. torchrun sets OMP_NUM_THREADS=1 per rank unless you set it.
+# Under torchrun there is no MPI between ranks: the global rehearsal buffer's draws go over
+# torch.distributed (a gloo group of its own) instead of MPI one-sided reads (README, Launching).
+# torchrun sets OMP_NUM_THREADS=1 per rank unless you set it.
 # Runs from the repository root (relative paths, config.yaml).
 set -euo pipefail
 # shellcheck source=common.sh
@@ -29,4 +29,4 @@ else
   rdzv=(--standalone)
 fi
 # shellcheck disable=SC2086  # TORCHRUN_ARGS is a list of options, split on purpose
-exec torchrun "${rdzv[@]}" --nproc-per-node "$NP" ${TORCHRUN_ARGS:-} main.py --backend torch --config main_local "$@"
+exec torchrun "${rdzv[@]}" --nproc-per-node "$NP" ${TORCHRUN_ARGS:-} main.py --backend torch --config main "$@"

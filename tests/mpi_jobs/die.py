@@ -3,13 +3,10 @@ MODE is `raise` (an exception) or `kill` (SIGKILL, no chance to clean up)."""
 import os
 import signal
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from agents.agent import Agent  # noqa: E402
-import main  # noqa: E402
-from trainer.launch import detect  # noqa: E402
+import main
+from agents.agent import Agent
+from trainer.launch import detect
 
 mode, victim = sys.argv[1], int(sys.argv[2])
 flags = sys.argv[sys.argv.index("--") + 1:]

@@ -12,8 +12,9 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from native_common import check, make_samples, outputs, run_checks, uniform_p_value
+from buffer_patterns import check, identify, inclusion_p_value, make_samples, outputs
 from cpp_loader import Buffer
+from native_common import run_checks
 
 COMM = MPI.COMM_WORLD
 RANK, P = COMM.rank, COMM.size
@@ -134,6 +135,10 @@ def check_inconsistent_construction():
         (dict(dtype="float16" if RANK == 0 else "uint8"), r"dtype=float16 but rank 1 has dtype=uint8"),
         (dict(num_extras=RANK), r"num_extras=0 but rank 1 has num_extras=1"),
         (dict(dtype="int16" if RANK == last else "uint8"), rf"invalid Buffer arguments on rank {last}: dtype"),
+        # a type the Python layer cannot convert, and a value C++ refuses: every rank raises
+        (dict(slots_per_class=2.5 if RANK == last else 2),
+         rf"invalid Buffer arguments on rank {last}: slots_per_class must be an int, got 2.5"),
+        (dict(seed=-1 if RANK == 0 else 0), r"invalid Buffer arguments on rank 0: seed must be in \[0, 2\*\*64\)"),
     ]
     for change, pattern in cases:
         args = dict(num_classes=3, slots_per_class=2, sample_shape=(2, 3))
@@ -196,7 +201,7 @@ def check_uniform(policy="fixed"):
     cell_rank = np.array([p for p, _, _ in cells])
     cell_class = np.array([c for _, c, _ in cells])
     inclusion = r / len(cells)
-    assert uniform_p_value(hits, inclusion) > 1e-3, hits
+    assert inclusion_p_value(hits, inclusion) > 1e-3, hits
     from scipy.stats import chisquare
 
     for groups in (cell_rank, cell_class):  # marginals: proportional to the filled slots
@@ -219,7 +224,7 @@ def check_uniform(policy="fixed"):
             p = nonempty[rng.integers(len(nonempty))]
             picked.add(rng.choice(np.flatnonzero(cell_rank == p)))
         biased[list(picked)] += 1
-    assert uniform_p_value(biased, inclusion) < 1e-6, biased
+    assert inclusion_p_value(biased, inclusion) < 1e-6, biased
     buf.close()
 
 
@@ -277,6 +282,78 @@ def overwrite_while_drawing(shape, seconds, policy="fixed"):
     if RANK == 0:
         print(f"torn-read check {shape} ({policy}): {iterations} async draws, {rows} rows checked", flush=True)
     buf.close()
+
+
+def owners_read(buf, where):
+    """Ask each owner, through mpi4py, to read() the (rank, slot) pairs of `where` that it
+    owns; returns (x, y, extras) in the rows' order."""
+    asked = COMM.alltoall([np.ascontiguousarray(where[where[:, 0] == p, 1]) for p in range(P)])
+    answers = []
+    for slots in asked:
+        out = outputs(buf, max(len(slots), 1))
+        buf.read(slots, *out)
+        answers.append(tuple(a[:len(slots)] if a is not None else None for a in out))
+    answers = COMM.alltoall(answers)
+    x, y = np.empty((len(where), *buf.sample_shape), buf.dtype), np.empty(len(where), np.int64)
+    e = np.empty((len(where), buf.num_extras), np.float32)
+    for p in range(P):
+        rows = where[:, 0] == p
+        x[rows], y[rows] = answers[p][0], answers[p][1]
+        if buf.num_extras:
+            e[rows] = answers[p][2]
+    return x, y, e
+
+
+def check_slots_and_where():
+    """add() returns each sample's slot (read() gives it back); out_where of sync and async
+    draws names (owner, slot): the owner's read() of that slot is the drawn row, byte for byte.
+    Then the trainer's round trip: new extras for the drawn rows go back to their owners
+    (mpi4py), who write_extras() them; the owners hold them and the next draws read them."""
+    K, N, E, shape = 3, 4, 3, (2, 3)
+    for policy in ("fixed", "adaptive"):
+        with make(policy, K, N, shape, num_extras=E, seed=4) as buf:
+            labels = np.random.default_rng(RANK + 20).integers(0, K, size=30)
+            x, y, e, _ = make_samples(RANK, labels, 0, shape, "uint8", E)
+            slots = buf.add(x, y, e)
+            kept = np.flatnonzero(slots >= 0)
+            assert len(kept) == len(set(slots[kept].tolist())) == K * N, slots
+            ox, oy, oe = outputs(buf, len(kept))
+            buf.read(slots[kept], ox, oy, oe)
+            assert np.array_equal(ox, x[kept]) and np.array_equal(oy, y[kept]) and np.array_equal(oe, e[kept])
+            remote = 0
+            for i in range(6):
+                r = 6 + 2 * RANK
+                ox, oy, oe = outputs(buf, r + 1)
+                where = np.full((r + 1, 2), -1, np.int64)
+                if i % 2:
+                    buf.start(r, ox, oy, oe, out_where=where)
+                    n = buf.wait()
+                    COMM.Barrier()
+                else:
+                    n = buf.sample(r, ox, oy, oe, where)
+                assert n == r and (where[n:] == -1).all()
+                assert list(map(tuple, where[:n])) == sorted(set(map(tuple, where[:n]))), "not (rank, slot) order"
+                rx, ry, rextras = owners_read(buf, where[:n])
+                assert np.array_equal(rx, ox[:n]) and np.array_equal(ry, oy[:n]) and np.array_equal(rextras, oe[:n])
+                for k in range(n):
+                    check(ox[k], oy[k])
+                    assert identify(ox[k])[0] == where[k, 0], "the row's owner is not where[k, 0]"
+                remote += int((where[:n, 0] != RANK).sum())
+                # EMA-like rewrite, sent back to the owners; a slot drawn by several ranks gets
+                # the value of the highest rank (owners apply the sources in rank order).
+                new = oe[:n] * 0.5 + 100.0 * (RANK + 1) + i
+                back = COMM.alltoall([(where[:n][where[:n, 0] == p, 1], new[where[:n, 0] == p]) for p in range(P)])
+                expected = {}
+                for got_slots, got_extras in back:
+                    if len(got_slots):
+                        buf.write_extras(got_slots, got_extras)
+                    expected.update(zip(got_slots.tolist(), got_extras))
+                if expected:
+                    held = outputs(buf, len(expected))
+                    buf.read(np.array(list(expected), np.int64), *held)
+                    assert np.array_equal(held[2], np.array(list(expected.values()))), "write_extras lost a row"
+                COMM.Barrier()
+            assert remote > 0 or P == 1
 
 
 CHECKS = {name[len("check_"):]: fn for name, fn in globals().items() if name.startswith("check_")}

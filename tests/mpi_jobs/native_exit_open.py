@@ -7,7 +7,7 @@ import atexit
 
 import numpy as np
 
-from native_common import make_samples, outputs
+from buffer_patterns import make_samples, outputs
 
 
 @atexit.register  # registered before cpp_loader's hook, so it runs after it

@@ -7,8 +7,9 @@ import mpi4py
 mpi4py.rc.thread_level = "serialized"
 from mpi4py import MPI  # noqa: E402
 
-from native_common import check, make_samples, outputs, run_checks  # noqa: E402
+from buffer_patterns import check, make_samples, outputs  # noqa: E402
 from cpp_loader import Buffer  # noqa: E402
+from native_common import run_checks  # noqa: E402
 
 
 def check_serialized():

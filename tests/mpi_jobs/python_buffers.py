@@ -7,14 +7,12 @@ Each check prints "ok <name>" on rank 0; any failure prints the traceback and ab
 """
 import sys
 import traceback
-from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[1])]
-from buffer_patterns import check, make_samples  # noqa: E402
-from buffers import LocalBuffer, PythonGlobalBuffer  # noqa: E402
+from buffer_patterns import check, inclusion_p_value, make_samples, outputs
+from buffers import LocalBuffer, PythonGlobalBuffer
 
 COMM = MPI.COMM_WORLD
 RANK, P = COMM.Get_rank(), COMM.Get_size()
@@ -25,11 +23,6 @@ def report(name):
     COMM.Barrier()
     if RANK == 0:
         print("ok", name, flush=True)
-
-
-def outputs(buf, r):
-    return (np.zeros((r, *buf.sample_shape), buf.dtype), np.full(r, -1, np.int64),
-            np.zeros((r, buf.num_extras), np.float32) if buf.num_extras else None)
 
 
 def check_representatives():
@@ -80,18 +73,6 @@ def check_representatives():
 
 FILL = {  # per-class fill counts (K=4, N=8) of each rank's slice: full, half, empty, quarter
     "full": [8, 8, 8, 8], "half": [8, 4, 4, 0], "empty": [0, 0, 0, 0], "quarter": [4, 0, 4, 0]}
-
-
-def inclusion_p_value(counts, p):
-    """Chi-square p-value that every cell was included with the same probability p per
-    trial, when each trial includes a fixed number of distinct cells (so a cell's count is
-    Binomial(trials, p), not Poisson): the statistic is rescaled by 1/(1-p) to chi2(F-1)."""
-    from scipy.stats import chi2
-
-    counts = np.asarray(counts, dtype=np.float64)
-    cells, expected = len(counts), counts.mean()
-    stat = ((counts - expected) ** 2 / expected).sum() * (cells - 1) / (cells * (1 - p))
-    return float(chi2.sf(stat, cells - 1))
 
 
 def check_uniform_over_ranks():
@@ -222,7 +203,7 @@ def main():
         check_determinism_and_state()
         check_async_and_close()
         check_mismatch()
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - any failure must end every rank
         traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()

@@ -1,5 +1,5 @@
 """Loads the compiled core once, after mpi4py, and says what to do when it is missing."""
-from mpi4py import MPI  # noqa: F401  (Python owns MPI: mpi4py initialises and finalises it)
+from mpi4py import MPI  # Python owns MPI: mpi4py initialises and finalises it
 
 try:
     from . import _core

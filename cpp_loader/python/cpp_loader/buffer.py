@@ -5,7 +5,7 @@ import numbers
 import operator
 import sys
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -13,8 +13,6 @@ from ._extension import MPI, _core
 
 STATE_KIND = "cpp_loader.Buffer/1"
 CLOSED = "buffer is closed"
-_DTYPE_CODES = {"uint8": 0, "float32": 1, "float16": 2}
-_POLICY_CODES = {"fixed": 0, "adaptive": 1}
 _DLPACK_CPU = 1
 
 
@@ -55,16 +53,16 @@ class Buffer:
         comm = MPI.COMM_WORLD if comm is None else comm
         if not isinstance(comm, MPI.Intracomm) or comm == MPI.COMM_NULL:
             raise TypeError(f"comm must be an mpi4py intracommunicator, got {comm!r}")
-        args, problem = _parse(num_classes, slots_per_class, sample_shape, dtype, num_extras, seed,
-                               capacity, policy)
-        self._num_classes, self._slots_per_class, self._sample_shape, dtype_code, \
-            self._num_extras, self._seed, self._policy, self._capacity = args
-        self._dtype = np.dtype(_dtype_name(dtype_code))
+        (num_classes, slots_per_class, shape, dtype_name, num_extras, seed, capacity, policy), problem = \
+            _convert(num_classes, slots_per_class, sample_shape, dtype, num_extras, seed, capacity, policy)
         self._pending = None  # the output arrays of the draw in flight, kept alive until wait()
-        self._core = _core.Buffer(self._num_classes or 0, self._slots_per_class or 0,
-                                  list(self._sample_shape), dtype_code, self._num_extras, self._seed,
-                                  MPI._addressof(comm), problem, _POLICY_CODES[self._policy],
-                                  self._capacity if self._policy == "adaptive" else 0)
+        # Validates the values (C++: Arguments::parse, Config::problem), collectively.
+        self._core = _core.Buffer(num_classes, slots_per_class, shape, dtype_name, num_extras, seed,
+                                  MPI._addressof(comm), problem, policy, capacity)
+        self._policy, self._num_classes, self._slots_per_class = policy, num_classes, slots_per_class
+        self._capacity = capacity if policy == "adaptive" else num_classes * slots_per_class
+        self._sample_shape, self._dtype = shape, np.dtype(dtype_name)
+        self._num_extras, self._seed = num_extras, seed
         _register(self)
 
     # -- read-only description ------------------------------------------------------------------
@@ -87,32 +85,60 @@ class Buffer:
                 f"{', closed' if self.closed else ''})")
 
     # -- insertion and draws --------------------------------------------------------------------
-    def add(self, x, y, extras=None) -> None:
+    def add(self, x, y, extras=None) -> np.ndarray:
         """Local. Offer n samples to this rank's class-balanced reservoir.
 
         x: (n, *sample_shape) of the buffer dtype, C-contiguous; y: (n,) int64 or int32, in
         [0, num_classes) (fixed) or >= 0 (adaptive); extras: (n, num_extras) float32,
-        required iff num_extras > 0. numpy arrays or CPU tensors (read through DLPack, without a copy)."""
-        core = self._open()
-        core.add(_array(x, "x"), _array(y, "y"), _array(extras, "extras"))
+        required iff num_extras > 0. numpy arrays or CPU tensors (read through DLPack, without a copy).
 
-    def sample(self, r, out_x, out_y, out_extras=None) -> int:
+        Returns an int64 array of shape (n,): the local slot where each sample was stored, or
+        -1 where the reservoir did not keep it. When several samples of this call land in the
+        same slot, only the last one (the one held) keeps the slot number; the others get -1.
+        Raises ValueError (LabelError for labels) with nothing stored."""
+        core = self._open()
+        return core.add(_array(x, "x"), _array(y, "y"), _array(extras, "extras"))
+
+    def read(self, slots, out_x, out_y, out_extras=None) -> None:
+        """Local. Copy the contents of local ``slots`` (1-D int64 or int32 of length m, a numpy
+        array or CPU tensor; a strided view is copied) into rows [0, m) of out_x, out_y and
+        out_extras (the rules of sample()'s outputs: at least m rows; out_extras required iff
+        num_extras > 0). Safe while a draw is in flight.
+
+        Raises ValueError ``slots must be in [0, capacity), got s`` or ``slot s is empty``,
+        with nothing written."""
+        core = self._open()
+        core.read(_slots(slots), *self._outputs(out_x, out_y, out_extras)[:3])
+
+    def write_extras(self, slots, extras) -> None:
+        """Local. Rewrite the extras of local ``slots`` (as for read(), length m) with
+        the rows of ``extras`` ((m, num_extras) float32); a slot given twice gets its last row.
+
+        Written under the same exclusive lock as add(), so a rank drawing this slot never reads
+        a half-rewritten row. Raises ValueError ``this buffer stores no extras (num_extras=0)``,
+        ``slots must be in [0, capacity), got s`` or ``slot s is empty``, with nothing written."""
+        core = self._open()
+        core.write_extras(_slots(slots), _array(extras, "extras"))
+
+    def sample(self, r, out_x, out_y, out_extras=None, out_where=None) -> int:
         """Collective, synchronous: draw min(r, global filled) representatives, ends with a barrier.
 
         Returns n; rows [0, n) of out_x (>= r rows, buffer dtype), out_y (int64) and out_extras
-        ((>= r, num_extras) float32, iff num_extras > 0) are filled, grouped by owner rank."""
+        ((>= r, num_extras) float32, iff num_extras > 0) are filled, grouped by owner rank.
+        out_where (optional, (>= r, 2) int64) receives, for each row, (owner rank, slot on
+        that rank): where to send rewritten extras back to (write_extras() on the owner)."""
         core = self._open()
-        return core.sample(operator.index(r), *self._outputs(out_x, out_y, out_extras))
+        return core.sample(operator.index(r), *self._outputs(out_x, out_y, out_extras, out_where))
 
-    def start(self, r, out_x, out_y, out_extras=None) -> None:
+    def start(self, r, out_x, out_y, out_extras=None, out_where=None) -> None:
         """Collective, asynchronous: like sample(), on the background thread; finish with wait().
 
         The buffer keeps references to the output arrays until wait() returns; do not read or
         write them before. One draw at a time."""
         core = self._open()
-        outputs = self._outputs(out_x, out_y, out_extras)
+        outputs = self._outputs(out_x, out_y, out_extras, out_where)
         core.start(operator.index(r), *outputs)
-        self._pending = (outputs, (out_x, out_y, out_extras))  # alive while the thread writes
+        self._pending = (outputs, (out_x, out_y, out_extras, out_where))  # alive while the thread writes
 
     def wait(self) -> int:
         """Wait (GIL released) for the draw started by start(); returns n, or re-raises its error."""
@@ -193,8 +219,9 @@ class Buffer:
                     sample_shape=self._sample_shape, dtype=self._dtype.name, num_extras=self._num_extras,
                     policy=self._policy, capacity=self._capacity)
 
-    def _outputs(self, out_x, out_y, out_extras):
-        return _array(out_x, "out_x"), _array(out_y, "out_y"), _array(out_extras, "out_extras")
+    def _outputs(self, out_x, out_y, out_extras, out_where=None):
+        return (_array(out_x, "out_x"), _array(out_y, "out_y"), _array(out_extras, "out_extras"),
+                _array(out_where, "out_where"))
 
 
 def _array(obj, name):
@@ -214,66 +241,49 @@ def _array(obj, name):
         raise ValueError(f"{name} cannot be read as an array without a copy: {exc}") from exc
 
 
-def _dtype_name(code):
-    return next(name for name, c in _DTYPE_CODES.items() if c == code)
+def _slots(obj):
+    """A slot-index array as _array gives it, made contiguous: a view such as where[:, 1] is
+    copied (m integers), not refused."""
+    slots = _array(obj, "slots")
+    return np.ascontiguousarray(slots) if slots is not None else None
 
 
-def _parse(num_classes, slots_per_class, sample_shape, dtype, num_extras, seed, capacity, policy):
-    """(arguments for _core, problem): on a problem, placeholders that let the collective run,
-    so that every rank raises instead of the others waiting for the one that did."""
+def _convert(num_classes, slots_per_class, sample_shape, dtype, num_extras, seed, capacity, policy):
+    """The arguments as _core.Buffer takes them -- ints or None, a tuple of ints, the dtype's and
+    the policy's names -- and "" or what could not be converted. Only types here: every rule
+    about the values lives in C++ (Arguments::parse and Config::problem, config.cpp). A problem
+    found here travels to that collective constructor too, so every rank raises it."""
     problems = []
-    if policy is None:
-        policy = "adaptive" if capacity is not None else "fixed"
-    if policy not in _POLICY_CODES:
-        problems.append(f"policy must be 'adaptive' or 'fixed', got {policy!r}")
-        policy = "fixed"
 
-    def integer(value, name, low, high=None):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    def is_int(value):
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+    def integer(value, name, required=False):
+        if value is None and not required:
+            return None
+        if not is_int(value):
             problems.append(f"{name} must be an int, got {value!r}")
-            return low
-        if value < low or (high is not None and value >= high):
-            problems.append(f"{name} must be in [{low}, {high if high is not None else 'inf'}), got {value}")
-            return low
+            return None
         return int(value)
 
-    if policy == "fixed":
-        num_classes = integer(num_classes, "num_classes", 1)
-        slots_per_class = integer(slots_per_class, "slots_per_class", 1)
-        if capacity is not None:
-            problems.append("capacity is for the adaptive policy; the fixed one has "
-                            "num_classes x slots_per_class slots")
-        capacity = num_classes * slots_per_class
-    else:
-        num_classes = None if num_classes is None else integer(num_classes, "num_classes", 1)
-        if slots_per_class is not None:
-            problems.append("slots_per_class is for the fixed policy; the adaptive one shares "
-                            "capacity slots among the classes seen")
-        slots_per_class = None
-        capacity = integer(capacity, "capacity", 1) if capacity is not None else None
-        if capacity is None:
-            problems.append("the adaptive policy needs capacity (slots per rank)")
-            capacity = 1
-    if sample_shape is None:
-        problems.append("sample_shape is required")
-        sample_shape = (1,)
-    num_extras = integer(num_extras, "num_extras", 0)
-    seed = integer(seed, "seed", 0, 2**64)
-    shape = (sample_shape,) if isinstance(sample_shape, numbers.Integral) else sample_shape
-    try:
-        shape = tuple(integer(d, "sample_shape entries", 1) for d in shape)
-    except TypeError:
-        problems.append(f"sample_shape must be a tuple of ints, got {sample_shape!r}")
-        shape = (1,)
+    if policy is None:
+        policy = "adaptive" if capacity is not None else "fixed"
+    shape = (sample_shape,) if is_int(sample_shape) else sample_shape
+    if shape is not None:
+        entries = list(shape) if isinstance(shape, Iterable) and not isinstance(shape, (str, bytes)) else [None]
+        if all(is_int(d) for d in entries):
+            shape = tuple(int(d) for d in entries)
+        else:
+            problems.append(f"sample_shape must be a tuple of ints, got {sample_shape!r}")
+            shape = None
     try:
         dt = np.dtype(dtype)
-        code = _DTYPE_CODES[dt.name] if dt == np.dtype(dt.name) else None
-    except (TypeError, KeyError):
-        code = None
-    if code is None:
-        problems.append(f"dtype must be one of {', '.join(_DTYPE_CODES)} (native byte order), got {dtype!r}")
-        code = 0
-    return ((num_classes, slots_per_class, shape, code, num_extras, seed, policy, capacity),
+        dtype_name = dt.name if dt == np.dtype(dt.name) else dt.str  # '>f4': not native, refused
+    except (TypeError, ValueError):
+        dtype_name = str(dtype)
+    return ((integer(num_classes, "num_classes"), integer(slots_per_class, "slots_per_class"), shape,
+             dtype_name, integer(num_extras, "num_extras", required=True), integer(seed, "seed", required=True),
+             integer(capacity, "capacity"), str(policy)),
             "; ".join(problems))
 
 

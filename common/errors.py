@@ -16,7 +16,7 @@ def one_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).splitlines() if line.strip()]
     if len(lines) > 1 and lines[0].startswith("Caught "):
         last = lines[-1]
-        for prefix in ("trainer.errors.UserError: ", "trainer.errors.AgreedError: ", "UserError: "):
+        for prefix in ("common.errors.UserError: ", "common.errors.AgreedError: ", "UserError: "):
             if last.startswith(prefix):
                 return last[len(prefix):]
         return last

@@ -2,14 +2,14 @@
 """Rehearsal overhead: per-step time of nil_cpp, nil_cpp_cat, nil and nil_local against base at
 the same B, on 1 and 2 ranks, every configuration of a rank count run in the same job.
 
-    python scripts/bench_overhead.py                       # mnistnet, synthetic 3x32x32, B=32, R=32
-    python scripts/bench_overhead.py --ranks 1,2 --model resnet18 --json overhead.json   # on GPUs
+    python benchmarks/bench_overhead.py                       # mnistnet, synthetic 3x32x32, B=32, R=32
+    python benchmarks/bench_overhead.py --ranks 1,2 --model resnet18 --json overhead.json   # on GPUs
 
 Reported per agent: median step time (ms) split into load / wait-for-representatives / train,
 overhead = step / step(base), the compute floor (B+R)/B, step / (base x (B+R)/B), step / the
 step of base with B+R new samples (what B+R samples really cost: on CPUs a step of 2B samples
-costs more than twice a step of B), and the wait as a share of the step. Targets: native async wait < 5% of the step; nil_cpp within 10% of
-base x (B+R)/B.
+costs more than twice a step of B), and the wait as a share of the step. Targets (targets.yaml):
+native async wait < 5% of the step; nil_cpp within 10% of base x (B+R)/B.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_runs import run_in_one_job, step_breakdown
+from measure import int_list, run_in_one_job, step_breakdown, targets, write_json
 
 AGENTS = ("base", "nil_cpp", "nil_cpp_cat", "nil", "nil_local")
 BASE_BR = "base@B+R"  # base with a batch of B+R new samples: what B+R samples really cost
@@ -53,13 +53,14 @@ def main() -> None:
         for a in (list(flags) if k % 2 == 0 else list(flags)[::-1]):
             runs[f"{a}-{k}"] = flags[a]
     table = {}
-    for ranks in [int(r) for r in args.ranks.split(",")]:
+    for ranks in int_list(args.ranks):
         with tempfile.TemporaryDirectory() as tmp:
             run_in_one_job(runs, ranks, Path(tmp), common)
             table[ranks] = {a: step_breakdown([Path(tmp) / f"{a}-{k}" for k in range(args.rounds)])
                             for a in flags}
         print(f"  done: {ranks} rank(s)", file=sys.stderr)
     floor = (B + R) / B
+    where, goals = targets("overhead")
     print(f"\nrehearsal overhead: {args.model}, synthetic 3x32x32, B={B}, R={R}, medians over steps "
           f"(after 5 warm-up steps), ranks "
           f"and {args.rounds} rounds in alternating order")
@@ -77,13 +78,10 @@ def main() -> None:
             print(f"{ranks:>5} {agent:<12} {1000 * r['step_s']:>8.1f} {1000 * r['load_s']:>6.1f} "
                   f"{1000 * r['wait_s']:>6.2f} {1000 * r['train_s']:>7.1f} {ratio:>8.2f} "
                   f"{vs_floor if agent != 'base' else float('nan'):>16.2f} {vs_br:>12.2f} {100 * wait_share:>11.1f}%")
-        native = out["ranks"][ranks]["nil_cpp"]
-        print(f"      targets at {ranks} rank(s): native wait < 5% of step: "
-              f"{'PASS' if native['wait_share'] < 0.05 else 'FAIL'} ({100 * native['wait_share']:.1f}%); "
-              f"nil_cpp within 10% of base x (B+R)/B: {'PASS' if native['vs_base_floor'] <= 1.10 else 'FAIL'} "
-              f"({native['vs_base_floor']:.2f}; {native['vs_base_BR']:.2f} of base at B+R)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        native = out["ranks"][ranks][where["agent"]]
+        print(f"      targets at {ranks} rank(s): " + "; ".join(goal.report(native[key]) for key, goal in goals.items())
+              + f"; nil_cpp is {native['vs_base_BR']:.2f} x base at B+R")
+    write_json(out, args.json)
     print(json.dumps(out))
 
 

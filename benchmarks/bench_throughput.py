@@ -3,23 +3,21 @@
 by side in one job: base at B, base at B+R, nil_cpp (async native draw), nil and nil_local, each
 with every --amp mode the device has; and ImageFolder decoding (images/s per worker).
 
-    python scripts/bench_throughput.py                                      # B=56, R=7, on a GPU
-    python scripts/bench_throughput.py --batch-size 16 --reps 2 --steps 2   # a CPU-sized run
+    python benchmarks/bench_throughput.py                                      # B=56, R=7, on a GPU
+    python benchmarks/bench_throughput.py --batch-size 16 --reps 2 --steps 2   # a CPU-sized run
 
 Reported per model, amp mode and agent: median step time (ms, load + wait + train), images/s per
 rank and in total (new samples and representatives), the wait for representatives as a share of
-the step, and step / step of base at B+R (what the B+R samples cost anyway). Targets on a GPU:
-nil_cpp / base at B+R <= 1.05, wait < 2% of the step. Data is generated once and held in memory
+the step, and step / step of base at B+R (what the B+R samples cost anyway). Targets on a GPU
+(targets.yaml): nil_cpp / base at B+R <= 1.05, wait < 2% of the step. Data is generated once and held in memory
 (so the model and the buffer are measured, not the noise generator or JPEG decoding); decoding
 is measured apart, on JPEGs this script writes to a temporary folder.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,9 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_runs import REPO, run_in_one_job, step_breakdown
-
-sys.path.insert(0, str(REPO))
+from measure import BENCHMARKS, run_in_one_job, step_breakdown, targets, write_json
 
 AGENTS = ("base", "base@B+R", "nil_cpp", "nil", "nil_local")
 
@@ -45,7 +41,7 @@ def device_name() -> str:
         return torch.cuda.get_device_name(0)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor() or "CPU")
-    threads = os.environ.get("OMP_NUM_THREADS", "1")  # what bench_runs gives each rank
+    threads = os.environ.get("OMP_NUM_THREADS", "1")  # what measure.run_in_one_job gives each rank
     return f"CPU: {cpu}, {os.cpu_count()} vCPUs, {threads} thread(s) per rank, no GPU"
 
 
@@ -109,7 +105,7 @@ def main() -> None:
     p.add_argument("--backend", default="torch")
     p.add_argument("--decode-workers", default="1,2", help="DataLoader workers for the decoding measurement")
     p.add_argument("--decode-images", type=int, default=96)
-    p.add_argument("--json", default=str(REPO / "benchmarks" / "throughput.json"))
+    p.add_argument("--json", default=str(BENCHMARKS / "throughput.json"))
     args = p.parse_args()
     B, R = args.batch_size, args.reps
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,18 +128,18 @@ def main() -> None:
         out["runs"][name] = entry
         print(f"{model:<9} {amp:<5} {agent:<9} {1000 * r['step_s']:>9.1f} {per_rank:>10.1f} "
               f"{entry['images_per_s_total']:>11.1f} {100 * entry['wait_share']:>6.2f}% {entry['vs_base_BR']:>11.3f}")
+    where, goals = targets("throughput")
     for model in args.models.split(","):
         for amp in amp_modes(args.amp):
-            native = out["runs"][f"{model}-{amp}-nil_cpp"]
-            print(f"  {model} {amp}: nil_cpp / base at B+R = {native['vs_base_BR']:.3f} (GPU target <= 1.05), "
-                  f"wait {100 * native['wait_share']:.2f}% of the step (GPU target < 2%)")
+            native = out["runs"][f"{model}-{amp}-{where['agent']}"]
+            print(f"  {model} {amp}, targets on a {where['device']}: "
+                  + "; ".join(goal.report(native[key]) for key, goal in goals.items()))
     for workers, rate in decode.items():
         out["decode_images_per_s"][workers] = rate
         out["decode_images_per_s_per_worker"][workers] = rate / workers
         print(f"ImageFolder decoding (JPEG ~500x375 -> 224x224), {workers} worker(s): {rate:.0f} images/s, "
               f"{rate / workers:.0f} per worker")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2))
+    write_json(out, args.json)
     print(f"written: {args.json}")
 
 

@@ -1,7 +1,7 @@
 """Options dicts of datasets and models: defaults overridden by the user's, unknown keys refused."""
 from __future__ import annotations
 
-from trainer.errors import UserError
+from common.errors import UserError
 
 
 def merge_options(owner: str, options: dict | None, defaults: dict) -> dict:

@@ -2,8 +2,8 @@
 """Weak scaling: the same experiment at 1, 2 and 4 ranks (fixed batch per rank) for base and
 nil_cpp; prints throughput, parallel efficiency and the time breakdown, as a table and JSON.
 
-    python scripts/bench_scaling.py                         # mnistnet, synthetic 3x32x32, B=32
-    python scripts/bench_scaling.py --ranks 1,2,4,8 --model resnet18 --json scaling.json
+    python benchmarks/bench_scaling.py                         # mnistnet, synthetic 3x32x32, B=32
+    python benchmarks/bench_scaling.py --ranks 1,2,4,8 --model resnet18 --json scaling.json
 
 The training set grows with the rank count (train_size_per_rank x ranks), so every rank
 does the same number of steps. Efficiency = throughput(P) / (P x throughput(1)) for the same
@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_runs import run_in_one_job, step_breakdown
+from measure import int_list, run_in_one_job, step_breakdown, write_json
 
 AGENTS = ("base", "nil_cpp")
 
@@ -33,7 +33,7 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
     table = {}
-    for ranks in [int(r) for r in args.ranks.split(",")]:
+    for ranks in int_list(args.ranks):
         size = args.train_size_per_rank * ranks
         common = ["--model", args.model, "--dataset", "synthetic", "--batch-size", str(args.batch_size),
                   "--epochs", "1", "--backend", "torch",
@@ -61,8 +61,7 @@ def main() -> None:
                   f"{1000 * r['mean_step_s']:>8.1f} {1000 * r['load_s']:>6.1f} {1000 * r['wait_s']:>6.2f} "
                   f"{1000 * r['train_s']:>7.1f}")
     out = {"model": args.model, "batch_size": args.batch_size, "reps": args.reps, "ranks": table}
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
+    write_json(out, args.json)
     print(json.dumps(out))
 
 
