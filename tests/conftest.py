@@ -1,5 +1,6 @@
 """Shared fixtures: launching real multi-rank jobs under mpirun with a hard timeout."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,21 @@ def run_mpi(np_: int, argv: list, timeout: float = 300, check: bool = True, cwd=
         pytest.fail(f"mpirun -np {np_} exited {proc.returncode}: {' '.join(map(str, argv))}\n"
                     f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}")
     return proc
+
+
+def run_torchrun(nproc: int, argv: list, timeout: float = 240):
+    """`torchrun --standalone --nproc-per-node N argv...` with mpi_env() (PYTHONPATH and all)."""
+    exe = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    cmd = [exe, "--standalone", "--nproc-per-node", str(nproc), *map(str, argv)]
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=mpi_env(), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"torchrun timed out after {timeout}s: {' '.join(cmd)}\n{exc.stdout}\n{exc.stderr}")
+    if proc.returncode != 0:
+        pytest.fail(f"torchrun exited {proc.returncode}: {' '.join(cmd)}\nstdout:\n{proc.stdout[-4000:]}\n"
+                    f"stderr:\n{proc.stderr[-4000:]}")
+    return proc
+
 
 
 @pytest.fixture

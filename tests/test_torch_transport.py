@@ -9,11 +9,9 @@ representatives, accuracy against the same run under mpirun)."""
 import inspect
 import itertools
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +20,7 @@ import test_buffer_contract as contract
 from buffer_patterns import check, make_samples, outputs
 from buffers import ALL_KINDS, KINDS, TRANSPORT_KINDS, RehearsalBuffer, make_buffer
 from conftest import REPO, mpi_env, run_mpi
+from conftest import run_torchrun as torchrun
 from trainer_runs import metrics
 
 torch = pytest.importorskip("torch")
@@ -41,20 +40,6 @@ def one_rank_group():
             yield
         finally:
             dist.destroy_process_group()
-
-
-def torchrun(nproc: int, argv: list, timeout: float = 240):
-    """`torchrun --standalone --nproc-per-node N argv...` with mpi_env() (PYTHONPATH and all)."""
-    exe = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    cmd = [exe, "--standalone", "--nproc-per-node", str(nproc), *map(str, argv)]
-    try:
-        proc = subprocess.run(cmd, cwd=REPO, env=mpi_env(), capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"torchrun timed out after {timeout}s: {' '.join(cmd)}\n{exc.stdout}\n{exc.stderr}")
-    if proc.returncode != 0:
-        pytest.fail(f"torchrun exited {proc.returncode}: {' '.join(cmd)}\nstdout:\n{proc.stdout[-4000:]}\n"
-                    f"stderr:\n{proc.stderr[-4000:]}")
-    return proc
 
 
 # ------------------------------------------------------------------ kinds
