@@ -82,3 +82,42 @@ def inclusion_p_value(counts, p):
     cells, expected = len(counts), counts.mean()
     stat = ((counts - expected) ** 2 / expected).sum() * (cells - 1) / (cells * (1 - p))
     return float(chi2.sf(stat, cells - 1))
+
+
+def cell_index(fills) -> dict:
+    """(rank, label, sample id) -> cell number, for slices filled with fills[rank][label] samples
+    of each label (ids 0, 1, ... in insertion order, as make_samples gives them)."""
+    index = {}
+    for p, fill in enumerate(fills):
+        first = 0
+        for c, m in enumerate(fill):
+            for i in range(first, first + m):
+                index[(p, c, i)] = len(index)
+            first += m
+    return index
+
+
+def draw_hits(buf, r: int, draws: int, index: dict) -> np.ndarray:
+    """How often each cell of `index` was drawn in `draws` global draws of r; every draw returns
+    min(r, cells) distinct cells."""
+    hits = np.zeros(len(index), np.int64)
+    ox, oy, _ = outputs(buf, r)
+    for _ in range(draws):
+        n = buf.sample(r, ox, oy)
+        assert n == min(r, len(index))
+        cells = [index[check(ox[i], oy[i])] for i in range(n)]
+        assert len(set(cells)) == n, "a draw repeated a slot"
+        hits[cells] += 1
+    return hits
+
+
+def add_unevenly(buf, rank: int, num_classes: int, shape, dtype, num_extras: int, count: int = 40) -> dict:
+    """`count` samples of random classes (seeded by rank) added in uneven batches of 9, past the
+    fill so replacements happen too; -> {sample id: label} of everything offered."""
+    labels = np.random.default_rng(rank).integers(0, num_classes, size=count)
+    inserted = {}
+    for first in range(0, count, 9):
+        x, y, e, ids = make_samples(rank, labels[first:first + 9], first, shape, dtype, num_extras)
+        buf.add(x, y, e)
+        inserted.update({int(i): int(c) for i, c in zip(ids, y)})
+    return inserted

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from buffer_patterns import check, inclusion_p_value, make_samples, outputs
+from buffer_patterns import add_unevenly, cell_index, check, draw_hits, inclusion_p_value, make_samples, outputs
 
 UNDER_MPI = "OMPI_COMM_WORLD_RANK" in os.environ or "PMIX_RANK" in os.environ
 if UNDER_MPI:
@@ -53,12 +53,7 @@ def check_representatives():
         for dtype in ("uint8", "float32", "float16"):
             layout = dict(num_classes=K, slots_per_class=N) if policy == "fixed" else dict(capacity=K * N)
             buf = Buffer(sample_shape=shape, dtype=dtype, num_extras=E, seed=7, **layout)
-            labels = np.random.default_rng(RANK).integers(0, K, size=40)  # past the fill: replacements
-            inserted = {}
-            for first in range(0, 40, 9):  # uneven batches
-                x, y, e, ids = make_samples(RANK, labels[first:first + 9], first, shape, dtype, E)
-                buf.add(x, y, e)
-                inserted.update({int(i): int(c) for i, c in zip(ids, y)})
+            inserted = add_unevenly(buf, RANK, K, shape, dtype, E)  # 40 samples in 12 slots
             r = 5 + 3 * RANK  # ranks may ask for different r
             ox, oy, oe = outputs(buf, r + 2)
             where = np.full((r + 2, 2), -1, np.int64)
@@ -99,21 +94,8 @@ def check_uniform_over_ranks():
     buf = Buffer(K, N, (6,), seed=11)
     x, y, _, _ = make_samples(RANK, np.repeat(np.arange(K), fills[RANK]), 0, (6,), "uint8")
     buf.add(x, y)
-    index = {}  # (rank, label, id) -> cell; ids are 0.. in insertion order, no replacement
-    for p, fill in enumerate(fills):
-        first = 0
-        for c, m in enumerate(fill):
-            for i in range(first, first + m):
-                index[(p, c, i)] = len(index)
-            first += m
-    hits = np.zeros(len(index), np.int64)
-    ox, oy, _ = outputs(buf, r)
-    for _ in range(draws):
-        n = buf.sample(r, ox, oy)
-        assert n == min(r, len(index))
-        cells = [index[check(ox[i], oy[i])] for i in range(n)]
-        assert len(set(cells)) == n, "a draw repeated a slot"
-        hits[cells] += 1
+    index = cell_index(fills)
+    hits = draw_hits(buf, r, draws, index)
     total = torch.from_numpy(hits)
     dist.all_reduce(total)
     assert buf.stats()["filled_per_rank"] == [sum(f) for f in fills]
