@@ -28,7 +28,6 @@ class DERAgent(ERAgent):
     defaults = {**ERAgent.defaults, "alpha": 0.7, "logits": "task_end", "gamma": 0.9}
     choices = {**ERAgent.choices, "logits": ("insert", "task_end", "ema")}
     run_defaults = {"lr": 0.0625, "momentum": 0.9}  # with alpha, scripts/hpo_spaces/der.yaml (README)
-    refresh_batch = 256  # rows per forward pass when task_end recomputes stored logits
 
     def __init__(self, ctx, options=None):
         super().__init__(ctx, options)
@@ -67,14 +66,16 @@ class DERAgent(ERAgent):
     def after_task(self, task) -> None:
         super().after_task(task)
         if self.options["logits"] == "task_end" and self.options["offer"] != "task_end":
-            self.refresh_task_logits()
+            self.memory.refresh_task_extras(self.eval_logits)
 
-    @torch.no_grad()
     def task_end_extras(self, x):
         """offer 'task_end': the logits of the model as trained (eval mode), whatever `logits` says."""
         return self.eval_logits(x)
 
+    @torch.no_grad()
     def eval_logits(self, x):
+        """The model's logits on uint8 samples, as trained: eval mode, no augmentation, float32
+        on the CPU (so batch statistics do not move)."""
         model, preprocess = self.ctx.module, self.ctx.eval_preprocess or self.ctx.preprocess
         was_training = model.training
         model.eval()
@@ -83,13 +84,3 @@ class DERAgent(ERAgent):
                 return model(preprocess(self.to_device(x))).float().cpu()
         finally:
             model.train(was_training)
-
-    @torch.no_grad()
-    def refresh_task_logits(self) -> None:
-        """The stored logits of this task's samples, recomputed with the model as trained (in
-        eval mode, so batch statistics do not move), then the draw in flight is redone."""
-        slots, x = self.memory.read_taken()
-        for first in range(0, len(slots), self.refresh_batch):
-            chunk = slice(first, first + self.refresh_batch)
-            self.memory.write_extras(slots[chunk], self.eval_logits(x[chunk]))
-        self.memory.redraw()

@@ -216,15 +216,21 @@ class RehearsalMemory:
         self.batches.launch()
 
     # ----------------------------------------------------------------- stored extras
-    def read_taken(self):
-        """(slots, uint8 samples) of the local slots that took a sample this task."""
+    def refresh_task_extras(self, extras_of, rows: int = 256) -> None:
+        """Collective: rewrite the extras of the local slots that took a sample this task with
+        ``extras_of(uint8 samples)`` (DER's logits 'task_end': the model as trained), `rows` at a
+        time, then redo the draw in flight, which may hold the old ones."""
         slots = self.taken
         x = torch.empty((len(slots), *self.ctx.sample_shape), dtype=torch.uint8)
         y = torch.empty(len(slots), dtype=torch.int64)
         extras = torch.empty((len(slots), self.num_extras), dtype=torch.float32)
         if len(slots):
             self.buffer.read(slots, x, y, extras)
-        return slots, x
+        for first in range(0, len(slots), rows):
+            chunk = slice(first, first + rows)
+            self.write_extras(slots[chunk], extras_of(x[chunk]))
+        self.batches.collect()
+        self.batches.launch()
 
     def write_extras(self, slots: np.ndarray, extras: torch.Tensor) -> None:
         """Local rows (exclusive: a reader sees each row all old or all new)."""
@@ -246,11 +252,6 @@ class RehearsalMemory:
             mine = owners_slots[:, 0] == me
             if mine.any():
                 self.write_extras(owners_slots[mine, 1], torch.from_numpy(np.ascontiguousarray(values[mine])))
-
-    def redraw(self) -> None:
-        """Collective: replace the draw in flight (its extras may be stale after a rewrite)."""
-        self.batches.collect()
-        self.batches.launch()
 
     # ----------------------------------------------------------------- reporting and state
     def stats(self) -> dict:

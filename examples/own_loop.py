@@ -127,10 +127,8 @@ def main():
                 ranks.average_gradients(model)
                 optimizer.step()
         if memory is not None and args.method != "er":  # rehearsal: stored logits of this task's samples,
-            slots, stored = memory.read_taken()          # recomputed with the model as trained (DER's
-            with torch.no_grad():                        # logits 'task_end', the trainer's default)
-                memory.write_extras(slots, model(normalise(stored)))
-            memory.redraw()                              # collective: the draw in flight had the old ones
+            with torch.no_grad():                        # recomputed with the model as trained (DER's
+                memory.refresh_task_extras(lambda u8: model(normalise(u8)))  # logits 'task_end'; collective)
         with torch.no_grad():
             seen = [test[torch.isin(y[test], torch.tensor(c))] for c in TASKS[: t + 1]]
             accuracies = [float((model(normalise(x[s])).argmax(1) == y[s]).float().mean()) for s in seen]
