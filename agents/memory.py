@@ -84,7 +84,7 @@ class RehearsalMemory:
         track_where: draws also say which rank and slot each representative came from."""
         check_launch(options, ctx.engine)
         self.options, self.ctx, self.num_extras = options, ctx, num_extras
-        kind = buffer_kind(options, ctx.engine)
+        self.kind = kind = buffer_kind(options, ctx.engine)
         comm = ctx.engine.mpi_comm
         # Logged at the first epoch: the run's log files do not exist yet while the agent is built.
         self.transport_note = None
@@ -243,7 +243,7 @@ class RehearsalMemory:
         rank's wins. Called between the draw and the next insert(), so every slot still holds
         the sample that was drawn from it, and no draw is in flight."""
         extras = extras.detach().float().cpu().numpy()
-        if self.comm.Get_size() == 1:
+        if self.kind == "local" or self.comm.Get_size() == 1:  # every representative is this rank's own
             gathered = [(where, extras)]
         else:
             gathered = self.comm.allgather((where, extras))
