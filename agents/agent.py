@@ -56,6 +56,8 @@ class Agent:
     # main.py options this agent was tuned with (scripts/hpo.py on the default experiment, see
     # README, Benchmarks), used where the preset and the command line leave them unset.
     run_defaults: dict = {}
+    evaluated_with = "trained model"  # what eval_module() is, as metrics.json reports it
+
 
     def __init__(self, ctx: AgentContext, options: dict | None = None):
         self.ctx = ctx
@@ -88,6 +90,19 @@ class Agent:
                     raise UserError(f"--agent-config {key} for agent {cls.name} must be a finite number, "
                                     f"got {value!r}")
         return merged
+
+    def require(self, key: str, ok, what: str) -> None:
+        """One clear line for an option out of its range: '--agent-config KEY for agent A WHAT, got V'."""
+        if not ok(self.options[key]):
+            raise UserError(f"--agent-config {key} for agent {self.name} {what}, got {self.options[key]}")
+
+    def require_weights(self, *keys: str) -> None:
+        for key in keys:
+            self.require(key, lambda v: 0.0 <= v <= 1.0, "is a weight in [0, 1]")
+
+    def require_probabilities(self, *keys: str) -> None:
+        for key in keys:
+            self.require(key, lambda v: 0.0 <= v <= 1.0, "is a probability in [0, 1]")
 
     @classmethod
     def check_launch(cls, options: dict, engine) -> None:
@@ -132,6 +147,10 @@ class Agent:
         else:
             loss.backward()
             optimizer.step()
+
+    def eval_module(self) -> torch.nn.Module:
+        """The model the run is evaluated with (CLS-ER: its stable copy)."""
+        return self.ctx.module
 
     def stats(self) -> dict:
         """Numbers the run reports after each task (e.g. buffer fill)."""

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 from agents.er import ERAgent
 from agents.registry import register
-from common.errors import UserError
 
 
 @register("der")
@@ -31,9 +30,7 @@ class DERAgent(ERAgent):
 
     def __init__(self, ctx, options=None):
         super().__init__(ctx, options)
-        if not 0.0 <= self.options["gamma"] <= 1.0:
-            raise UserError(f"--agent-config gamma for agent {self.name} is a weight in [0, 1], "
-                            f"got {self.options['gamma']}")
+        self.require_weights("gamma")
 
     @property
     def num_extras(self) -> int:
@@ -46,10 +43,10 @@ class DERAgent(ERAgent):
     def extras_of(self, new_logits):
         return new_logits.detach().float().cpu()  # float32 whatever --amp computed them in
 
-    def loss(self, logits, batch):
+    def loss(self, logits, batch, inputs):
         b, n = batch.b, batch.n
         ce = F.cross_entropy(logits[:b], batch.y[:b])
-        if n == 0:
+        if n == 0 or not self.options["alpha"]:  # alpha 0: no distillation term at all
             return ce, {"ce_loss": ce.item()}
         mse = F.mse_loss(logits[b:b + n], batch.extras)
         return ce + self.options["alpha"] * mse, {"ce_loss": ce.item(), "mse_loss": mse.item()}

@@ -14,10 +14,10 @@ class DERPPAgent(DERAgent):
     defaults = {**DERAgent.defaults, "alpha": 0.5, "beta": 0.8}
     run_defaults = {"lr": 0.125, "momentum": 0.5}  # with alpha, beta: scripts/hpo_spaces/derpp.yaml (README)
 
-    def loss(self, logits, batch):
-        loss, terms = super().loss(logits, batch)
+    def loss(self, logits, batch, inputs):
+        loss, terms = super().loss(logits, batch, inputs)
         b, n = batch.b, batch.n
-        if n == 0:
+        if n == 0 or not self.options["beta"]:
             return loss, terms
         ce_reps = F.cross_entropy(logits[b:b + n], batch.y[b:b + n])
         terms["replay_ce_loss"] = ce_reps.item()

@@ -31,10 +31,14 @@ class ERAgent(Agent):
 
     @classmethod
     def check_launch(cls, options: dict, engine) -> None:
-        memory.check_launch(options, engine)
+        if options["buffer"] is not None:
+            memory.check_launch(options, engine)
 
     def before_training(self) -> None:
-        self.memory = memory.RehearsalMemory(self.options, self.ctx, self.num_extras, self.track_where)
+        if self.options["buffer"] is None:  # si without a buffer: new samples only
+            self.memory = memory.NoMemory(self.ctx)
+        else:
+            self.memory = memory.RehearsalMemory(self.options, self.ctx, self.num_extras, self.track_where)
 
     def before_task(self, task, resumed: bool = False) -> None:
         if not resumed:
@@ -54,19 +58,25 @@ class ERAgent(Agent):
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         wait_s, batch = self.memory.next_batch(x, y)        # draw (prefetched) and mix
         with self.autocast():
-            logits = self.ctx.model(self.ctx.preprocess(batch.x))
+            inputs = self.ctx.preprocess(batch.x)
+            logits = self.forward(inputs)
             self.replayed(logits, batch)
             wait_s += self.memory.insert(x, y, self.extras_of(logits[: batch.b]))  # insert; next draw starts
-            loss, terms = self.loss(logits, batch)
+            loss, terms = self.loss(logits, batch, inputs)
         self.optimize(loss)                                 # learn
         return StepResult(loss=loss.item(), samples=len(batch.y), wait_s=wait_s, losses=terms)
+
+    def forward(self, inputs):
+        """The model's logits on the preprocessed B+R minibatch (POD also records its features here)."""
+        return self.ctx.model(inputs)
 
     def extras_of(self, new_logits):
         """What the buffer stores beside each new sample (None: nothing)."""
         return None
 
-    def loss(self, logits, batch):
-        """Cross-entropy on the whole augmented minibatch (new samples and representatives)."""
+    def loss(self, logits, batch, inputs):
+        """Cross-entropy on the whole augmented minibatch (new samples and representatives);
+        `inputs` is the minibatch as the model saw it (preprocessed), for terms that need it."""
         return F.cross_entropy(logits, batch.y), {}
 
     def replayed(self, logits, batch) -> None:
@@ -81,6 +91,12 @@ class ERAgent(Agent):
 
     def load_state_dict(self, state: dict) -> None:
         self.memory.load_state_dict(state)
+
+    @staticmethod
+    def replicated(state: dict) -> dict:
+        """The part of this agent's checkpoint state that every rank holds alike (model copies,
+        importances): from a state re-sharded for another world size, any old rank's."""
+        return state["reshard"][0] if "reshard" in state else state
 
     @property
     def reshard_summary(self):

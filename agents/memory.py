@@ -26,7 +26,7 @@ import math
 import numpy as np
 import torch
 
-from agents.replay_batches import ReplayBatches
+from agents.replay_batches import Minibatch, ReplayBatches
 from buffers import make_buffer
 from buffers.reshard import reshard
 from common.errors import UserError
@@ -309,6 +309,35 @@ class RehearsalMemory:
             self.batches.close()
             self.buffer.close()
             self.buffer = None
+
+
+class NoMemory:
+    """What a rehearsal agent has when it is run without a buffer (`si`'s default, buffer None):
+    every minibatch is the B new samples alone, and nothing is stored."""
+
+    kind = None
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def next_batch(self, x: torch.Tensor, y: torch.Tensor):
+        pin = self.ctx.device.type == "cuda"
+        dev = [t.to(self.ctx.device, non_blocking=pin) for t in (x, y)]
+        return 0.0, Minibatch(*dev, None, len(y), 0, None)
+
+    def insert(self, x, y, extras=None) -> float:
+        return 0.0  # nothing stored, nothing waited for
+
+    def _nothing(self, *args, **kwargs) -> None:
+        """Task and epoch boundaries, task-end offers, state to load, closing: nothing to do."""
+
+    begin_task = begin_epoch = offer_task = load_state_dict = close = _nothing
+
+    def stats(self) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
 
 
 def _available_memory() -> int | None:

@@ -37,6 +37,12 @@ SUITES = {
         "er (nil_cpp)": ["--agent", "nil_cpp"],
         "der": ["--agent", "der"],
         "derpp": ["--agent", "derpp"],
+        "agem": ["--agent", "agem"],
+        "si (no buffer)": ["--agent", "si"],
+        "si + er": ["--agent", "si", "--agent-config", "{'buffer': 'native'}"],
+        "pod_er": ["--agent", "pod_er"],
+        "cls_er": ["--agent", "cls_er"],
+        "super_er": ["--agent", "super_er"],
     },
     # The buffer's insertion policy side by side (ER, nil_cpp, 10% memory, R = 32).
     "policy": {
@@ -85,14 +91,15 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     parser.add_argument("--ranks", type=int, default=1)
     parser.add_argument("--json", default=None, help="write the results here (default: print only)")
-    parser.add_argument("--only", default="", help="run only the methods whose name contains this")
+    parser.add_argument("--only", default="",
+                        help="run only the methods whose name contains one of these (comma-separated)")
     parser.add_argument("extra", nargs="*", help="flags passed to every main.py run (after --)")
     args = parser.parse_args()
     seeds = int_list(args.seeds)
     table = {}
     with tempfile.TemporaryDirectory() as tmp:
         for method, flags in SUITES[args.suite].items():
-            if args.only not in method:
+            if args.only and not any(part in method for part in args.only.split(",")):
                 continue
             runs = [run_one([*flags, *args.extra], seed, args.ranks, Path(tmp),
                             f"{method.replace(' ', '_')}-s{seed}") for seed in seeds]

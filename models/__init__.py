@@ -3,6 +3,9 @@
 Random initialisation only (nothing is downloaded); seed torch before building for a
 reproducible init. Input channels and class count come from the dataset.
 
+Every model names its intermediate feature stages (``stage_names``, read by
+``feature_stages``): POD distillation (agents pod_er, super_er) compares their outputs.
+
 Options: ``mnistnet``: hidden (128). The torchvision models: small_input_stem
 (null = automatic, on when H and W <= 32; true; false).
 """
@@ -37,4 +40,13 @@ def build_model(name: str, num_classes: int, sample_shape, options: dict | None 
     return MODELS[name](int(num_classes), tuple(int(s) for s in sample_shape), options)
 
 
-__all__ = ["MODELS", "build_model"]
+def feature_stages(model: nn.Module) -> list[nn.Module]:
+    """The submodules whose outputs are the model's intermediate features, shallow to deep."""
+    names = getattr(model, "stage_names", None)
+    if not names:
+        raise UserError(f"model {type(model).__name__} names no feature stages (attribute stage_names); "
+                        f"POD distillation needs them")
+    return [model.get_submodule(name) for name in names]
+
+
+__all__ = ["MODELS", "build_model", "feature_stages"]

@@ -27,4 +27,5 @@ def build(num_classes: int, sample_shape, options: dict | None = None) -> nn.Mod
         nn.init.trunc_normal_(conv.weight, std=0.02)
         nn.init.zeros_(conv.bias)
         model.features[0][0] = conv
+    model.stage_names = ("features.1", "features.3", "features.5", "features.7")  # the four stages
     return model

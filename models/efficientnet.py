@@ -18,4 +18,5 @@ def build(num_classes: int, sample_shape, options: dict | None = None) -> nn.Mod
                          padding=1, bias=False)
         nn.init.kaiming_normal_(conv.weight, mode="fan_out")
         model.features[0][0] = conv
+    model.stage_names = tuple(f"features.{i}" for i in range(1, len(model.features)))  # the MBConv stages
     return model

@@ -2,6 +2,7 @@
 
 Two 3x3 conv blocks (padding 1, so any input of at least 1x1 works), an adaptive average
 pool to 4x4, then two linear layers. Option ``hidden`` (128): width of the first one.
+Its feature stages (for POD distillation) are the two conv blocks' activations.
 """
 import torch
 from torch import nn
@@ -12,6 +13,8 @@ from .common import check_options
 
 
 class MnistNet(nn.Module):
+    stage_names = ("features.1", "features.3")  # the conv blocks' ReLU outputs (models.feature_stages)
+
     def __init__(self, in_channels: int, num_classes: int, hidden: int = 128):
         super().__init__()
         self.features = nn.Sequential(

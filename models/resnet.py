@@ -19,6 +19,7 @@ def _build(name: str, factory, num_classes: int, sample_shape, options: dict | N
     elif channels != 3:
         model.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.stage_names = ("layer1", "layer2", "layer3", "layer4")
     return model
 
 

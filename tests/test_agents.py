@@ -5,26 +5,31 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import REPO, mpi_env, run_mpi
-from trainer_runs import metrics
+from trainer_runs import metrics, run_many_in_parallel
 
-AGENT_BUFFERS = [(a, b) for a in ("er", "der", "derpp") for b in ("native", "native_cat", "python", "local")]
+BUFFERS = ("native", "native_cat", "python", "local")
+FAMILY = ("agem", "si", "pod_er", "cls_er", "super_er")  # issue 12: native on 1 and 2 ranks, others on 1
+AGENT_BUFFERS = [(a, b) for a in ("er", "der", "derpp", *FAMILY) for b in BUFFERS]
+AGENT_BUFFERS_TWO_RANKS = [(a, b) for a in ("er", "der", "derpp") for b in BUFFERS] + [(a, "native") for a in FAMILY]
 ALIASES = ["nil", "nil_local", "nil_cpp", "nil_cpp_cat"]
 
 
-def matrix_specs(results, name_prefix, extra):
+def matrix_specs(results, name_prefix, extra, pairs):
     specs = []
-    for agent, buffer in AGENT_BUFFERS:
+    for agent, buffer in pairs:
         specs.append(["--agent", agent, "--agent-config", f"{{'buffer': '{buffer}'}}",
                       "--run-name", f"{name_prefix}-{agent}-{buffer}"])
     specs += [["--agent", a, "--run-name", f"{name_prefix}-{a}"] for a in ALIASES]
+    specs.append(["--agent", "si", "--run-name", f"{name_prefix}-si-no-buffer"])
     common = ["--epochs", "1", "--results-dir", str(results), "--plots", "false", "--tensorboard", "false", *extra]
     return [json.dumps(s + common) for s in specs]
 
 
-def check_matrix(results, name_prefix, world_size):
-    names = [f"{name_prefix}-{a}-{b}" for a, b in AGENT_BUFFERS] + [f"{name_prefix}-{a}" for a in ALIASES]
+def check_matrix(results, name_prefix, world_size, pairs):
+    names = [f"{name_prefix}-{a}-{b}" for a, b in pairs] + [f"{name_prefix}-{a}" for a in ALIASES]
     for name in names:
         m = metrics(results / name)
         assert m["finished"] and m["world_size"] == world_size, name
@@ -32,20 +37,29 @@ def check_matrix(results, name_prefix, world_size):
         assert stats["global_filled"] > 0 and len(stats["filled_per_rank"]) == world_size, name
         assert len(stats["filled_per_class_per_rank"][0]) == 10, name
         assert m["timing"]["mean_wait_s"] >= 0.0
+    no_buffer = metrics(results / f"{name_prefix}-si-no-buffer")
+    assert no_buffer["finished"] and no_buffer["task_stats"][-1] == {"task": 4}  # no buffer counters
 
 
 def test_every_agent_and_buffer_one_process(tmp_path):
-    script = str(REPO / "benchmarks/run_main_many.py")
-    proc = subprocess.run([sys.executable, script, *matrix_specs(tmp_path, "p1", [])], cwd=REPO,
-                          env=mpi_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    check_matrix(tmp_path, "p1", 1)
+    run_many_in_parallel(matrix_specs(tmp_path, "p1", [], AGENT_BUFFERS))
+    check_matrix(tmp_path, "p1", 1, AGENT_BUFFERS)
+    assert metrics(tmp_path / "p1-cls_er-native")["evaluated_with"] == "stable model"
+    assert metrics(tmp_path / "p1-er-native")["evaluated_with"] == "trained model"
 
 
 def test_every_agent_and_buffer_two_ranks(tmp_path):
     script = str(REPO / "benchmarks/run_main_many.py")
-    run_mpi(2, [sys.executable, script, *matrix_specs(tmp_path, "p2", ["--backend", "torch"])], timeout=900)
-    check_matrix(tmp_path, "p2", 2)
+    specs = matrix_specs(tmp_path, "p2", ["--backend", "torch"], AGENT_BUFFERS_TWO_RANKS)
+    run_mpi(2, [sys.executable, script, *specs], timeout=900)
+    check_matrix(tmp_path, "p2", 2, AGENT_BUFFERS_TWO_RANKS)
+    # SI's importances, previous weights and path integrals: accumulated identically on both ranks
+    last = sorted((tmp_path / "p2-si-native/checkpoints").iterdir())[-1]
+    ranks = [torch.load(last / f"rank{r}.pt", weights_only=False)["agent"]["si"] for r in (0, 1)]
+    for key in ("importance", "anchor", "integral"):
+        for name, tensor in ranks[0][key].items():
+            assert torch.equal(tensor, ranks[1][key][name]), (key, name)
+    assert sum(t.sum().item() for t in ranks[0]["importance"].values()) > 0
 
 
 @pytest.fixture(scope="module")
@@ -55,18 +69,23 @@ def accuracies(tmp_path_factory):
     results = tmp_path_factory.mktemp("accuracy")
     runs = {"naive": ["--agent", "base"], "er": ["--agent", "er", "--agent-config", "{'rehearsal_ratio': 10}"],
             "der": ["--agent", "der"], "derpp": ["--agent", "derpp"],
-            "nil": ["--agent", "nil"], "nil_cpp": ["--agent", "nil_cpp"], "nil_cpp_cat": ["--agent", "nil_cpp_cat"]}
+            "nil": ["--agent", "nil"], "nil_cpp": ["--agent", "nil_cpp"], "nil_cpp_cat": ["--agent", "nil_cpp_cat"],
+            "agem": ["--agent", "agem"], "si": ["--agent", "si", "--agent-config", "{'buffer': 'native'}"],
+            "pod_er": ["--agent", "pod_er"], "cls_er": ["--agent", "cls_er"], "super_er": ["--agent", "super_er"]}
     specs = [json.dumps([*flags, "--run-name", name, "--results-dir", str(results), "--plots", "false",
                          "--tensorboard", "false"]) for name, flags in runs.items()]
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/run_main_many.py"), *specs], cwd=REPO,
-                          env=mpi_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_many_in_parallel(specs)
     return {name: metrics(results / name)["final_average_accuracy"] for name in runs}
 
 
 @pytest.mark.parametrize("agent", ["er", "der", "derpp"])
 def test_rehearsal_beats_naive_by_40_points(accuracies, agent):
     assert accuracies[agent] >= accuracies["naive"] + 0.40, accuracies
+
+
+@pytest.mark.parametrize("agent", ["agem", "si", "pod_er", "cls_er", "super_er"])
+def test_rehearsal_family_beats_naive_by_30_points(accuracies, agent):
+    assert accuracies[agent] >= accuracies["naive"] + 0.30, accuracies
 
 
 def test_seed_compatible_variants_agree_within_5_points(accuracies):

@@ -10,7 +10,7 @@ def test_help_lists_the_valid_choices():
     out = subprocess.run([sys.executable, "main.py", "--help"], cwd=REPO, env=mpi_env(), capture_output=True,
                          text=True, timeout=120).stdout
     flat = " ".join(out.split())
-    for expected in ("one of: mnistnet, resnet18, resnet50", "one of: base, der, derpp, er, nil, nil_cpp",
+    for expected in ("one of: mnistnet, resnet18, resnet50", "one of: agem, base, cls_er, der, derpp, er, nil, nil_cpp",
                      "one of: digits, mnist, fashion_mnist, cifar10", "one of: auto, horovod, torch",
                      "one of: auto, cpu, cuda", "one of: decode, open, off"):
         assert expected in flat, expected

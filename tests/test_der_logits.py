@@ -9,7 +9,7 @@ from agents import make_agent
 from agents.agent import AgentContext
 from buffer_patterns import inclusion_p_value
 from conftest import OneRank
-from trainer_runs import kill_after, metrics, run_main, start_main
+from trainer_runs import check_resumes_bit_identical, run_main
 
 B, CLASSES, SHAPE = 8, 4, (1, 2, 2)
 
@@ -173,13 +173,7 @@ def test_first_epoch_inclusion_is_uniform_over_distinct_samples():
 def test_killed_run_resumes_bit_identical(tmp_path, options):
     run = ["--agent", "derpp", "--agent-config", options, "--epochs", "3", "--checkpoint-every", "1",
            "--seed", "3", "--plots", "false", "--tensorboard", "false"]
-    _, reference = run_main(run, tmp_path, "reference")
-    proc = start_main(run, tmp_path, "killed")
-    kill_after(proc, tmp_path / "killed/checkpoints/t001-e0001/COMPLETE")
-    run_main(["--resume", str(tmp_path / "killed")], tmp_path, "ignored")
-    final = metrics(tmp_path / "killed")
-    assert final["finished"]
-    assert metrics(reference)["accuracy_matrix"] == final["accuracy_matrix"]
+    check_resumes_bit_identical(run, tmp_path)
 
 
 @pytest.mark.parametrize("config, message", [

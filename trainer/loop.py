@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from agents import make_agent
-from agents.agent import AgentContext
+from agents.agent import Agent, AgentContext
 from common.seeding import MAX_SEED, stream_seed
 from data.loader import make_loader
 from data.scenarios import build_tasks
@@ -197,6 +197,8 @@ class TaskLoop:
         log.info("%d tasks, %s on %s, agent %s, %d rank(s), engine %s, device %s",
                  len(self.tasks), cfg["model"], cfg["dataset"], cfg["agent"], self.world,
                  self.engine.name, self.engine.device)
+        if self.agent.evaluated_with != Agent.evaluated_with:
+            log.info("agent %s is evaluated with its %s", cfg["agent"], self.agent.evaluated_with)
         try:
             for task in self.tasks[self.start_task:]:
                 first_epoch = self.start_epoch if task.index == self.start_task else 0
@@ -256,7 +258,7 @@ class TaskLoop:
     def _evaluate(self, task) -> None:
         seen = self.tasks[: task.index + 1]
         with self.precision.autocast():
-            evals = evaluate(self.module, self.dataset, seen, self.engine, self.preprocess,
+            evals = evaluate(self.agent.eval_module(), self.dataset, seen, self.engine, self.preprocess,
                              self.cfg["eval_batch_size"], self.cfg["workers"])
         stats = self.agent.stats()
         self.recorder.add_evaluation(task.index, evals, stats)
@@ -274,6 +276,7 @@ class TaskLoop:
         result = self.recorder.metrics(self._throughput_total())
         result.update(agent=self.cfg["agent"], preset=self.cfg.get("preset"), engine=self.engine.name,
                       launcher=self.engine.launch.launcher, device=str(self.engine.device), finished=final,
+                      evaluated_with=self.agent.evaluated_with,
                       results_dir=str(self.run_dir))
         if self.rank == 0:
             results.write_metrics(self.run_dir, result)
