@@ -53,7 +53,8 @@ class AGEMAgent(ERAgent):
                             "valid choices for it: --amp off, bf16")
         self.params = [p for p in ctx.module.parameters() if p.requires_grad]
 
-    def _gradient(self, inputs, labels) -> torch.Tensor:
+    def _gradient(self, inputs, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, flat gradient) of the cross-entropy on one batch, through the bare model."""
         with self.autocast():
             loss = F.cross_entropy(self.ctx.module(inputs), labels)
         grads = torch.autograd.grad(loss, self.params)
@@ -70,9 +71,9 @@ class AGEMAgent(ERAgent):
             _, reference = self._gradient(inputs[b:b + n], batch.y[b:b + n])
         wait_s += self.memory.insert(x, y)  # the next draw starts
         engine = self.ctx.engine
-        both = torch.cat([grad, reference, grad.new_tensor([1.0 if n else 0.0])]).cpu()
-        if engine.world_size > 1:
-            engine.allreduce_sum(both)
+        both = torch.cat([grad, reference, grad.new_tensor([1.0 if n else 0.0])])
+        if engine.world_size > 1:  # one allreduce of both gradients and the count of references
+            both = engine.allreduce_sum(both.cpu()).to(grad.device)
         size = len(grad)
         grad, count = both[:size] / engine.world_size, both[-1].item()
         if count:
@@ -82,7 +83,7 @@ class AGEMAgent(ERAgent):
             grad = projected
         else:
             conflict = False
-        self._step(grad.to(self.ctx.device))
+        self._step(grad)
         return StepResult(loss=loss.item(), samples=b + n, wait_s=wait_s,
                           losses={"ce_loss": loss.item(), "projected": float(conflict)})
 
