@@ -93,12 +93,7 @@ class AGEMAgent(ERAgent):
         for p in self.params:
             p.grad = grad[offset:offset + p.numel()].view_as(p).to(p.dtype)
             offset += p.numel()
-        optimizer = self.ctx.optimizer
-        clip = self.ctx.precision.clip_grad_norm if self.ctx.precision is not None else 0.0
-        if clip:
-            torch.nn.utils.clip_grad_norm_(self.params, clip)
-        if hasattr(optimizer, "skip_synchronize"):  # Horovod: the gradient is averaged already
-            with optimizer.skip_synchronize():
-                optimizer.step()
+        if self.ctx.precision is not None:
+            self.ctx.precision.step_averaged(self.ctx.optimizer)  # clipped; no second allreduce
         else:
-            optimizer.step()
+            self.ctx.optimizer.step()

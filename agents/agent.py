@@ -96,13 +96,10 @@ class Agent:
         if not ok(self.options[key]):
             raise UserError(f"--agent-config {key} for agent {self.name} {what}, got {self.options[key]}")
 
-    def require_weights(self, *keys: str) -> None:
+    def require_in_unit_interval(self, kind: str, *keys: str) -> None:
+        """Options that are a `kind` ('weight', 'probability') in [0, 1]."""
         for key in keys:
-            self.require(key, lambda v: 0.0 <= v <= 1.0, "is a weight in [0, 1]")
-
-    def require_probabilities(self, *keys: str) -> None:
-        for key in keys:
-            self.require(key, lambda v: 0.0 <= v <= 1.0, "is a probability in [0, 1]")
+            self.require(key, lambda v: 0.0 <= v <= 1.0, f"is a {kind} in [0, 1]")
 
     @classmethod
     def check_launch(cls, options: dict, engine) -> None:

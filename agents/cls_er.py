@@ -28,8 +28,9 @@ def make_teachers(agent, prefix: str = "") -> ConsistencyTeachers:
     """The plastic and stable copies from `agent`'s options (named `prefix` + CLS_OPTIONS' keys),
     checked: weights and probabilities in [0, 1]."""
     keys = {key: prefix + key for key in CLS_OPTIONS}
-    agent.require_weights(keys["plastic_model_update_weight"], keys["stable_model_update_weight"])
-    agent.require_probabilities(keys["plastic_model_update_probability"], keys["stable_model_update_probability"])
+    agent.require_in_unit_interval("weight", keys["plastic_model_update_weight"], keys["stable_model_update_weight"])
+    agent.require_in_unit_interval("probability", keys["plastic_model_update_probability"],
+                                   keys["stable_model_update_probability"])
     o = {key: agent.options[name] for key, name in keys.items()}
     return ConsistencyTeachers(agent.ctx.module, stream_seed(agent.ctx.seed, TEACHERS_STREAM),
                                o["plastic_model_update_weight"], o["plastic_model_update_probability"],

@@ -30,7 +30,7 @@ class DERAgent(ERAgent):
 
     def __init__(self, ctx, options=None):
         super().__init__(ctx, options)
-        self.require_weights("gamma")
+        self.require_in_unit_interval("weight", "gamma")
 
     @property
     def num_extras(self) -> int:

@@ -61,7 +61,7 @@ class SuperERAgent(DERPPAgent):
                            stream_seed(self.ctx.seed, SHRINK_PERTURB_STREAM + task.index))
 
     def forward(self, inputs):
-        return self.pod.forward(self.ctx.model, inputs) if self.pod else super().forward(inputs)
+        return self.pod.forward(self.ctx.model, inputs) if self.pod is not None else super().forward(inputs)
 
     def loss(self, logits, batch, inputs):
         loss, terms = super().loss(logits, batch, inputs)
@@ -70,7 +70,7 @@ class SuperERAgent(DERPPAgent):
             consistency = self.teachers.loss(logits[b:b + n], inputs[b:b + n], batch.y[b:b + n])
             terms["consistency_loss"] = consistency.item()
             loss = loss + self.options["cls_alpha"] * consistency
-        pod = self.pod.loss(inputs, b, b + n) if self.pod else None
+        pod = self.pod.loss(inputs, b, b + n) if self.pod is not None else None
         if pod is not None:
             terms["pod_loss"] = pod.item()
             loss = loss + self.options["pod_alpha"] * pod
@@ -83,14 +83,14 @@ class SuperERAgent(DERPPAgent):
 
     def after_task(self, task) -> None:
         super().after_task(task)
-        if self.pod:
+        if self.pod is not None:
             self.pod.end_task(self.ctx.module)
 
     def state_dict(self) -> dict:
         state = super().state_dict()
         if self.teachers is not None:
             state["teachers"] = self.teachers.state_dict()
-        if self.pod:
+        if self.pod is not None:
             state["pod"] = self.pod.state_dict()
         return state
 
@@ -99,5 +99,5 @@ class SuperERAgent(DERPPAgent):
         own = self.replicated(state)
         if self.teachers is not None:
             self.teachers.load_state_dict(own["teachers"])
-        if self.pod:
+        if self.pod is not None:
             self.pod.load_state_dict(own["pod"], self.ctx.module)

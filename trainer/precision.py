@@ -40,6 +40,15 @@ class ChannelsLast(torch.nn.Module):
         return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
+def _step_without_allreduce(optimizer, step) -> None:
+    """`step()` on gradients already averaged over ranks: Horovod's optimizer must not average them again."""
+    if hasattr(optimizer, "skip_synchronize"):  # Horovod's DistributedOptimizer
+        with optimizer.skip_synchronize():
+            step()
+    else:
+        step()
+
+
 class Precision:
     """Autocast context and the backward/step of one run's ``--amp`` mode on ``device``."""
 
@@ -68,17 +77,25 @@ class Precision:
             optimizer.synchronize()                  # averaged (still scaled) gradients in place
         if scaler is not None and (horovod or self.clip_grad_norm):
             scaler.unscale_(optimizer)               # inf check and unscale on the averaged ones
-        if self.clip_grad_norm:
-            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+        self._clip(optimizer)
         step = optimizer.step if scaler is None else (lambda: scaler.step(optimizer))
         if horovod and (scaler is not None or self.clip_grad_norm):
-            with optimizer.skip_synchronize():
-                step()
+            _step_without_allreduce(optimizer, step)
         else:
             step()
         if scaler is not None:
             scaler.update()
+
+    def step_averaged(self, optimizer) -> None:
+        """The step on gradients the caller set and averaged over ranks itself (A-GEM's projected
+        gradient): clipped like any step, and under Horovod without a second allreduce."""
+        self._clip(optimizer)
+        _step_without_allreduce(optimizer, optimizer.step)
+
+    def _clip(self, optimizer) -> None:
+        if self.clip_grad_norm:
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
 
     def state_dict(self) -> dict:
         """The loss scale and its growth tracker (fp16), so a resumed run scales the same."""
