@@ -49,7 +49,7 @@ class AGEMAgent(ERAgent):
     def __init__(self, ctx, options=None):
         super().__init__(ctx, options)
         if ctx.precision is not None and ctx.precision.scaler is not None:
-            raise UserError("agent agem projects gradients itself and does not take --amp fp16 (loss scaling); "
+            raise UserError(f"agent {self.name} projects gradients itself and does not take --amp fp16 (loss scaling); "
                             "valid choices for it: --amp off, bf16")
         self.params = [p for p in ctx.module.parameters() if p.requires_grad]
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
+from agents.option_ranges import checked_value
 from common.errors import UserError
 
 
@@ -53,6 +53,7 @@ class Agent:
     name = "agent"
     defaults: dict = {}
     choices: dict = {}  # option -> allowed values, for options with a closed set
+    ranges: dict = {}   # option -> its option_ranges.Range, for every other option (the registry checks)
     # main.py options this agent was tuned with (scripts/hpo.py on the default experiment, see
     # README, Benchmarks), used where the preset and the command line leave them unset.
     run_defaults: dict = {}
@@ -65,6 +66,9 @@ class Agent:
 
     @classmethod
     def check_options(cls, options: dict) -> dict:
+        """`options` merged over the defaults, each checked: a known key, one of its `choices`, of
+        its default's type, in its `ranges` (agents/option_ranges.py). Raises UserError naming the
+        first bad option as `--agent`'s NAME (an alias's class carries the alias's name)."""
         unknown = [k for k in options if k not in cls.defaults]
         if unknown:
             close = difflib.get_close_matches(unknown[0], cls.defaults, n=1)
@@ -74,32 +78,13 @@ class Agent:
                             f"valid keys: {valid}")
         merged = {**cls.defaults, **options}
         for key, allowed in cls.choices.items():
-            if merged[key] not in allowed:
+            # by type too: 1 == True, but {'normalize': 1} is not the flag True
+            if not any(merged[key] == a and type(merged[key]) is type(a) for a in allowed):
                 raise UserError(f"--agent-config {key}={merged[key]!r} for agent {cls.name}; "
                                 f"valid values: {', '.join(map(repr, allowed))}")
-        for key, default in cls.defaults.items():
-            value = merged[key]
-            if default is not None and value is not None and not cls.choices.get(key):
-                kind = float if isinstance(default, float) else type(default)
-                if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                    merged[key] = value = float(value)
-                if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                    raise UserError(f"--agent-config {key} for agent {cls.name} must be "
-                                    f"{kind.__name__}, got {value!r}")
-                if kind is float and not math.isfinite(value):
-                    raise UserError(f"--agent-config {key} for agent {cls.name} must be a finite number, "
-                                    f"got {value!r}")
+        for key, kind in cls.ranges.items():
+            merged[key] = checked_value(cls.name, key, merged[key], cls.defaults[key], kind)
         return merged
-
-    def require(self, key: str, ok, what: str) -> None:
-        """One clear line for an option out of its range: '--agent-config KEY for agent A WHAT, got V'."""
-        if not ok(self.options[key]):
-            raise UserError(f"--agent-config {key} for agent {self.name} {what}, got {self.options[key]}")
-
-    def require_in_unit_interval(self, kind: str, *keys: str) -> None:
-        """Options that are a `kind` ('weight', 'probability') in [0, 1]."""
-        for key in keys:
-            self.require(key, lambda v: 0.0 <= v <= 1.0, f"is a {kind} in [0, 1]")
 
     @classmethod
     def check_launch(cls, options: dict, engine) -> None:

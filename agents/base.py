@@ -10,6 +10,7 @@ class BaseAgent(Agent):
     (the joint upper bound), without it the "transfer-free" lower bound."""
 
     defaults = {"reset_state_dict": False}
+    choices = {"reset_state_dict": (True, False)}
 
     def before_task(self, task, resumed: bool = False) -> None:
         if self.options["reset_state_dict"] and not resumed:

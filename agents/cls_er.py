@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from agents.consistency import ConsistencyTeachers
 from agents.er import ERAgent
+from agents.option_ranges import EMA_WEIGHT, LOSS_WEIGHT, PROBABILITY
 from agents.registry import register
 from common.seeding import stream_seed
 
@@ -21,17 +22,15 @@ from common.seeding import stream_seed
 # plastic/stable 0.9/0.97 reach 93.8%, 0.8/0.9 91.6%, 0.9/0.95 91.4%, 0.95/0.99 84.9%, seed 0).
 CLS_OPTIONS = {"plastic_model_update_weight": 0.9, "plastic_model_update_probability": 0.9,
                "stable_model_update_weight": 0.97, "stable_model_update_probability": 0.7}
+CLS_RANGES = {"plastic_model_update_weight": EMA_WEIGHT, "plastic_model_update_probability": PROBABILITY,
+              "stable_model_update_weight": EMA_WEIGHT, "stable_model_update_probability": PROBABILITY}
 TEACHERS_STREAM = 9001  # seeding stream of the coin flips (the same on every rank)
 
 
 def make_teachers(agent, prefix: str = "") -> ConsistencyTeachers:
-    """The plastic and stable copies from `agent`'s options (named `prefix` + CLS_OPTIONS' keys),
-    checked: weights and probabilities in [0, 1]."""
-    keys = {key: prefix + key for key in CLS_OPTIONS}
-    agent.require_in_unit_interval("weight", keys["plastic_model_update_weight"], keys["stable_model_update_weight"])
-    agent.require_in_unit_interval("probability", keys["plastic_model_update_probability"],
-                                   keys["stable_model_update_probability"])
-    o = {key: agent.options[name] for key, name in keys.items()}
+    """The plastic and stable copies from `agent`'s options (named `prefix` + CLS_OPTIONS' keys,
+    in CLS_RANGES' ranges: the agent's check_options saw to that)."""
+    o = {key: agent.options[prefix + key] for key in CLS_OPTIONS}
     return ConsistencyTeachers(agent.ctx.module, stream_seed(agent.ctx.seed, TEACHERS_STREAM),
                                o["plastic_model_update_weight"], o["plastic_model_update_probability"],
                                o["stable_model_update_weight"], o["stable_model_update_probability"])
@@ -40,6 +39,7 @@ def make_teachers(agent, prefix: str = "") -> ConsistencyTeachers:
 @register("cls_er")
 class CLSERAgent(ERAgent):
     defaults = {**ERAgent.defaults, "alpha": 0.5, "beta": 0.1, **CLS_OPTIONS}
+    ranges = {**ERAgent.ranges, "alpha": LOSS_WEIGHT, "beta": LOSS_WEIGHT, **CLS_RANGES}
     evaluated_with = "stable model"
 
     def __init__(self, ctx, options=None):

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from agents.er import ERAgent
+from agents.option_ranges import EMA_WEIGHT, LOSS_WEIGHT
 from agents.registry import register
 
 
@@ -26,11 +27,8 @@ class DERAgent(ERAgent):
     # logits 'task_end': README, Benchmarks (DER's stored logits): better in every setting measured
     defaults = {**ERAgent.defaults, "alpha": 0.7, "logits": "task_end", "gamma": 0.9}
     choices = {**ERAgent.choices, "logits": ("insert", "task_end", "ema")}
+    ranges = {**ERAgent.ranges, "alpha": LOSS_WEIGHT, "gamma": EMA_WEIGHT}
     run_defaults = {"lr": 0.0625, "momentum": 0.9}  # with alpha, scripts/hpo_spaces/der.yaml (README)
-
-    def __init__(self, ctx, options=None):
-        super().__init__(ctx, options)
-        self.require_in_unit_interval("weight", "gamma")
 
     @property
     def num_extras(self) -> int:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from agents.der import DERAgent
+from agents.option_ranges import LOSS_WEIGHT
 from agents.registry import register
 
 
 @register("derpp")
 class DERPPAgent(DERAgent):
     defaults = {**DERAgent.defaults, "alpha": 0.5, "beta": 0.8}
+    ranges = {**DERAgent.ranges, "beta": LOSS_WEIGHT}
     run_defaults = {"lr": 0.125, "momentum": 0.5}  # with alpha, beta: scripts/hpo_spaces/derpp.yaml (README)
 
     def loss(self, logits, batch, inputs):

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from agents import memory
 from agents.agent import Agent, StepResult
+from agents.option_ranges import COUNT, PERCENTAGE
 from agents.registry import register
 
 
@@ -25,6 +26,10 @@ from agents.registry import register
 class ERAgent(Agent):
     defaults = dict(memory.OPTIONS)
     choices = dict(memory.CHOICES)
+    # buffer_size, slots_per_class, num_candidates: None derives them (num_candidates is also at
+    # most the batch size, checked when the memory is built: the batch size is main.py's)
+    ranges = {"rehearsal_ratio": PERCENTAGE, "buffer_size": COUNT, "slots_per_class": COUNT,
+              "num_candidates": COUNT, "num_representatives": COUNT}
     run_defaults = {"lr": 0.125, "momentum": 0.0}  # scripts/hpo_spaces/nil_cpp.yaml: 92.4% vs 90.7% at 0.02/0.9
     num_extras = 0        # floats stored with each sample (DER stores logits)
     track_where = False   # draws say which rank and slot each representative came from

@@ -33,6 +33,8 @@ from common.errors import UserError
 from common.seeding import stream_seed
 
 log = logging.getLogger(__name__)
+# Buffer state kinds that load into a buffer of the key's kind as they are (one layout, one meaning).
+SAME_LAYOUT = {"buffers.TorchGlobalBuffer/1": ("buffers.PythonGlobalBuffer/1",)}
 
 BUFFERS = ("native", "native_cat", "python", "local")  # native_cat: native with mix 'concat' (nil_cpp_cat)
 OPTIONS = {
@@ -282,6 +284,11 @@ class RehearsalMemory:
         if "reshard" in state:  # written by another number of ranks: pool and re-shard the slices
             self._load_resharded([old["buffer"] for old in state["reshard"]])
             return
+        saved = state.get("buffer") if isinstance(state, dict) else None
+        mine = _state_kind(self.buffer) if isinstance(saved, dict) else None
+        if mine is not None and saved.get("kind") not in (mine, *SAME_LAYOUT.get(mine, ())):
+            self._load_other_kind(saved, mine)
+            return
         try:
             self.buffer.load_state(state["buffer"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -291,6 +298,22 @@ class RehearsalMemory:
         if "candidates" in state:
             self.candidate_generator.set_state(state["candidates"])
         self.taken = np.asarray(state.get("taken", np.zeros(0, np.int64)), dtype=np.int64)
+
+    def _load_other_kind(self, saved: dict, mine: str) -> None:
+        """A slice written by another buffer kind (a torchrun run's 'torch' buffer resumed under
+        mpirun's native one, or the reverse): the same slots, labels and counters, moved into this
+        kind's layout (buffers/reshard.py, one old rank to this one); the generators start afresh,
+        so the run continues correctly but not bit for bit as under the old launcher."""
+        try:
+            state, _ = reshard([saved], self.buffer.state(), 0, 1, seed=self.ctx.seed)
+            self.buffer.load_state(state)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise UserError(f"the checkpoint's buffer state (kind {saved.get('kind')!r}) does not fit this "
+                            f"launch's {mine!r} buffer: {str(exc).strip(chr(39))}; resume it with the launcher "
+                            f"and --agent-config buffer it was written with") from exc
+        log.warning("the checkpoint's buffer slice was written by a %r buffer and is loaded into this launch's %r "
+                    "buffer: same contents, new generator states (the run continues, not bit-identically)",
+                    saved.get("kind"), mine)
 
     def _load_resharded(self, slices: list) -> None:
         """This rank's share of the old ranks' pooled slices (buffers/reshard.py says what is
@@ -338,6 +361,14 @@ class NoMemory:
 
     def state_dict(self) -> dict:
         return {}
+
+
+def _state_kind(buffer) -> str:
+    """The kind a buffer's state() is tagged with, without copying the state."""
+    kind = getattr(buffer, "KIND", None)
+    if kind is None:  # the native buffer tags its state with its module's STATE_KIND
+        from cpp_loader.buffer import STATE_KIND as kind
+    return kind
 
 
 def _available_memory() -> int | None:

@@ -5,6 +5,7 @@ Renate's PooledOutputDistillationExperienceReplayLearner, on the global buffer."
 from __future__ import annotations
 
 from agents.er import ERAgent
+from agents.option_ranges import LOSS_WEIGHT
 from agents.pod import DISTILLATION_TYPES, PreviousModelDistiller
 from agents.registry import register
 
@@ -13,6 +14,7 @@ from agents.registry import register
 class PODERAgent(ERAgent):
     defaults = {**ERAgent.defaults, "alpha": 1.0, "distillation_type": "spatial", "normalize": True}
     choices = {**ERAgent.choices, "distillation_type": DISTILLATION_TYPES, "normalize": (True, False)}
+    ranges = {**ERAgent.ranges, "alpha": LOSS_WEIGHT}
 
     def before_training(self) -> None:
         super().before_training()

@@ -21,6 +21,7 @@ import torch
 
 from agents import memory
 from agents.er import ERAgent
+from agents.option_ranges import LOSS_WEIGHT, POSITIVE
 from agents.registry import register
 
 
@@ -28,11 +29,10 @@ from agents.registry import register
 class SIAgent(ERAgent):
     defaults = {**ERAgent.defaults, "buffer": None, "alpha": 0.5, "xi": 1.0}
     choices = {**ERAgent.choices, "buffer": (None, *memory.BUFFERS)}
+    ranges = {**ERAgent.ranges, "alpha": LOSS_WEIGHT, "xi": POSITIVE}  # xi divides (change^2 + xi)
 
     def __init__(self, ctx, options=None):
         super().__init__(ctx, options)
-        for key in ("alpha", "xi"):
-            self.require(key, lambda v: v > 0, "must be positive")
         self.params = dict(self.ctx.module.named_parameters())
         zeros = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in self.params.items()}
         self.integral = {name: t.clone() for name, t in zeros.items()}    # this task's path integral

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from agents.cls_er import CLS_OPTIONS, make_teachers
+from agents.cls_er import CLS_OPTIONS, CLS_RANGES, make_teachers
 from agents.derpp import DERPPAgent
+from agents.option_ranges import LOSS_WEIGHT, SHRINK_FACTOR, STD
 from agents.pod import DISTILLATION_TYPES, PreviousModelDistiller
 from agents.registry import register
 from common.seeding import stream_seed
@@ -39,11 +40,11 @@ class SuperERAgent(DERPPAgent):
                 "cls_alpha": 0.1, **{"cls_" + key: value for key, value in CLS_OPTIONS.items()},
                 "pod_alpha": 1.0, "pod_distillation_type": "spatial", "pod_normalize": True}
     choices = {**DERPPAgent.choices, "pod_distillation_type": DISTILLATION_TYPES, "pod_normalize": (True, False)}
+    ranges = {**DERPPAgent.ranges, "sp_shrink_factor": SHRINK_FACTOR, "sp_sigma": STD, "cls_alpha": LOSS_WEIGHT,
+              **{"cls_" + key: kind for key, kind in CLS_RANGES.items()}, "pod_alpha": LOSS_WEIGHT}
 
     def __init__(self, ctx, options=None):
         super().__init__(ctx, options)
-        self.require("sp_sigma", lambda v: v >= 0, "is a standard deviation (>= 0)")
-        self.require("sp_shrink_factor", lambda v: v > 0, "is a factor (> 0)")
         self.teachers = make_teachers(self, prefix="cls_") if self.options["cls_alpha"] else None
 
     def before_training(self) -> None:

@@ -6,12 +6,9 @@ one argument, a JSON list of flags; any failure exits non-zero. Used by the benc
     python benchmarks/run_main_many.py '["--agent", "base"]' '["--agent", "er", "--seed", "1"]'
 """
 import json
-import runpy
 import sys
-from pathlib import Path
 
-# main.py is the repository's entry script, not a module of the installed project.
-main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "main.py"))["main"]
+from trainer.cli import main
 
 for spec in sys.argv[1:]:
     argv = json.loads(spec)

@@ -139,7 +139,7 @@ def reshard(states: list[dict], fresh: dict, rank: int, world: int, seed: int = 
             target = c * n_slots + i if fixed else slot + i
             samples[target] = states[old_rank]["samples"][old_slot]
             labels[target] = c
-            if extras is not None:
+            if extras is not None and extras.shape[1]:  # no extras: some kinds store None
                 extras[target] = states[old_rank]["extras"][old_slot]
         slot += len(mine)
         if fixed or my_seen:

@@ -1,13 +1,17 @@
 """Checks of the data a run will read, made before anything is trained or written.
 
-A task without test samples would be scored 0% and drag every average down; a corrupt image
+A task without test samples would be scored 0% and drag every average down; a class with
+training samples but no test samples (a class folder missing from val/) would leave its task
+scored on the other classes only (a perfect score on three images of one class), and one with
+test samples but no training samples would be scored without ever being taught; a corrupt image
 deep inside an image folder would otherwise surface hours into a run, after checkpoints, and
-inside a DataLoader worker's traceback. Both are found up front and named.
+inside a DataLoader worker's traceback. All are found up front and named.
 """
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from PIL import Image
 
 from common.errors import UserError
@@ -18,7 +22,15 @@ VERIFY_MODES = ("decode", "open", "off")
 
 
 def check_tasks(dataset, tasks) -> None:
-    """Every task has training and test samples."""
+    """Every class of the dataset has training and test samples, and every task has training
+    and test samples of the same classes."""
+    train_classes = set(np.unique(dataset.train.targets).tolist())
+    test_classes = set(np.unique(dataset.test.targets).tolist())
+    for label in sorted(train_classes ^ test_classes):
+        has, lacks = ("training", "test") if label in train_classes else ("test", "training")
+        raise UserError(f"{class_name(dataset, label)} has {has} samples but no {lacks} samples in dataset "
+                        f"{dataset.name!r}; every class needs both (its task would be scored without it, or "
+                        f"on it untaught): give {lacks} samples of it, or leave the class out")
     for task in tasks:
         classes = ", ".join(map(str, task.classes[:8])) + (" ..." if len(task.classes) > 8 else "")
         for kind, indices in (("training", task.train_indices), ("test", task.test_indices)):
@@ -26,6 +38,20 @@ def check_tasks(dataset, tasks) -> None:
                 raise UserError(f"task {task.index + 1} (classes {classes}) has no {kind} samples in "
                                 f"dataset {dataset.name!r}; its accuracy would mean nothing: give data "
                                 f"with {kind} samples of every class, or change --tasksets-config")
+        tested = set(np.unique(dataset.test.targets[task.test_indices]).tolist())
+        for label in sorted(set(task.classes) ^ tested):
+            has, lacks = ("training", "test") if label in task.classes else ("test", "training")
+            raise UserError(f"task {task.index + 1} has {has} samples of {class_name(dataset, label)} but no "
+                            f"{lacks} samples of it in dataset {dataset.name!r}; give more {lacks} samples of it, "
+                            f"or change --tasksets-config (fewer tasks)")
+
+
+def class_name(dataset, label: int) -> str:
+    """'class 3' or, where the dataset names its classes, "class 'n01443537' (label 3)"."""
+    names = dataset.class_names
+    if names and 0 <= label < len(names) and names[label] != str(label):
+        return f"class {names[label]!r} (label {label})"
+    return f"class {label}"
 
 
 def _problem(path: str, mode: str) -> str | None:

@@ -36,15 +36,30 @@ def _classes(name: str, train_dir: str) -> tuple[list[str], dict[str, int]]:
         raise UserError(f"dataset {name!r}: no class folders in {train_dir} ({exc})") from exc
 
 
-def _walk(name: str, directory: str, class_to_idx: dict, allow_empty: bool = False) -> list:
+def _walk(name: str, directory: str, class_to_idx: dict, some: bool = True) -> list:
+    """(path, label) of the images under `directory`/<class>/ of the classes kept; with `some`,
+    at least one (a class without any is for _both_splits to name)."""
     try:
-        samples = make_dataset(directory, class_to_idx, extensions=IMG_EXTENSIONS,
-                               allow_empty=allow_empty)
+        samples = make_dataset(directory, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
     except FileNotFoundError as exc:
         raise UserError(f"dataset {name!r}: {exc}".replace("\n", " ")) from exc
-    if not samples:
+    if some and not samples:
         raise UserError(f"dataset {name!r}: no images ({', '.join(IMG_EXTENSIONS)}) under {directory}")
     return samples
+
+
+def _both_splits(name: str, class_to_idx: dict, train: list, test: list, train_dir: str, val_where) -> None:
+    """Every kept class has training and validation images: a class without validation images
+    would leave its task scored on the other classes only, one without training images scored
+    untaught. `val_where(class)` is where its validation images were looked for."""
+    trained, validated = {y for _, y in train}, {y for _, y in test}
+    for wnid, label in class_to_idx.items():
+        if label not in validated or label not in trained:
+            has, lacks = ("training", "validation") if label in trained else ("validation", "training")
+            where = {"training": os.path.join(train_dir, wnid), "validation": val_where(wnid)}
+            raise UserError(f"dataset {name!r}: class {wnid!r} has {has} images in {where[has]} but no {lacks} "
+                            f"images in {where[lacks]}; every class needs both: add them, or keep only the "
+                            f"classes that have both (--dataset-config classes)")
 
 
 def _val_folders(name: str, val_dir: str, class_to_idx: dict, train_classes: list[str]) -> list:
@@ -54,7 +69,7 @@ def _val_folders(name: str, val_dir: str, class_to_idx: dict, train_classes: lis
     if unknown:
         raise UserError(f"dataset {name!r}: class folders in {val_dir} that train/ lacks: "
                         f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
-    return _walk(name, val_dir, class_to_idx, allow_empty=True)
+    return _walk(name, val_dir, class_to_idx, some=False)
 
 
 def _val_annotations(name: str, val_dir: str, class_to_idx: dict, train_classes: list[str]) -> list:
@@ -85,9 +100,7 @@ def _val_annotations(name: str, val_dir: str, class_to_idx: dict, train_classes:
         if not os.path.isfile(path):
             raise UserError(f"{ann_path}:{lineno}: image {path} not found")
         samples.append((path, class_to_idx[wnid]))
-    if not samples:
-        raise UserError(f"dataset {name!r}: {ann_path} lists no images")
-    return samples
+    return samples  # a kept class it lists no image of is for _both_splits to name
 
 
 def _options(name: str, options: dict | None, default_size: int) -> dict:
@@ -157,11 +170,13 @@ def load_tinyimagenet(root: str | None, options: dict | None = None) -> Dataset:
     all_classes, _ = _classes(name, train_dir)
     class_to_idx = _subset(name, train_dir, all_classes, opts)
     train = _walk(name, train_dir, class_to_idx)
-    if (os.path.isfile(os.path.join(val_dir, "val_annotations.txt"))
-            and os.path.isdir(os.path.join(val_dir, "images"))):
+    ann_path = os.path.join(val_dir, "val_annotations.txt")
+    if os.path.isfile(ann_path) and os.path.isdir(os.path.join(val_dir, "images")):
         test = _val_annotations(name, val_dir, class_to_idx, all_classes)
+        _both_splits(name, class_to_idx, train, test, train_dir, lambda wnid: ann_path)
     else:
         test = _val_folders(name, val_dir, class_to_idx, all_classes)
+        _both_splits(name, class_to_idx, train, test, train_dir, lambda wnid: os.path.join(val_dir, wnid))
     return _dataset(name, list(class_to_idx), train, test, opts["image_size"], TINY_STATS)
 
 
@@ -181,4 +196,5 @@ def load_imagenet(root: str | None, options: dict | None = None) -> Dataset:
     class_to_idx = _subset(name, train_dir, all_classes, opts)
     train = _walk(name, train_dir, class_to_idx)
     test = _val_folders(name, val_dir, class_to_idx, all_classes)
+    _both_splits(name, class_to_idx, train, test, train_dir, lambda wnid: os.path.join(val_dir, wnid))
     return _dataset(name, list(class_to_idx), train, test, opts["image_size"], IMAGENET_STATS)

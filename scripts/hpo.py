@@ -21,9 +21,15 @@ it through the file system with no database server. Every trial is a real main.p
 `<study-dir>/trials/<trial number>`, polled after each task (its metrics.json) and stopped
 early when the pruner says so. A killed worker's trial is found on restart (its heartbeat file
 names a dead process, or is older than --stale-after), marked failed and queued again with the
-same parameters, so the study still ends with --n-trials trials. At the end: trials.csv,
+same parameters, so the study still ends with --n-trials trials. A trial that diverges (main.py
+exits 3, its metrics.json says "diverged") is failed and not run again. At the end: trials.csv,
 trials.json, best.yaml (a preset: `main.py --yaml-config <study-dir>/best.yaml --config best`)
 and search.png in the study folder.
+
+A study records what its trials depend on when it is created (hpo_study.py: space, fixed
+options, objective, launcher and world size, code version, seed) and refuses a worker that
+differs; its journal is checked before a worker joins (hpo_journal.py; --repair drops a damaged
+end); trial folders the journal does not know are never read.
 """
 from __future__ import annotations
 
@@ -35,15 +41,21 @@ import json
 import math
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+import hpo_journal  # the scripts beside this one
+import hpo_study
 from common.errors import UserError, one_line
 from trainer import config, metrics
 from trainer.results import atomic_write_text
@@ -151,13 +163,13 @@ def trial_preset(fixed: dict, params: dict) -> dict:
 
 def check_point(preset: dict, source: str) -> dict:
     """Resolve a trial's preset as main.py would (names, types, ranges, agent options), in process."""
-    import main
+    from trainer import cli
 
     layer = config._normalise_layer(preset, source)
     cfg = config.with_agent_defaults(config.merge(config.defaults(), layer), set(layer))
     cfg["preset"] = PRESET
     config.validate(cfg)
-    main.check_choices(cfg)
+    cli.check_choices(cfg)
     return cfg
 
 
@@ -240,19 +252,38 @@ def write_heartbeat(path: Path) -> None:
                                         "start": _proc_start(os.getpid())}))
 
 
-def is_stale(trial, heartbeats: Path, stale_after: float) -> bool:
-    """A RUNNING trial whose worker is gone: a dead process on this host, or a heartbeat older
-    than stale_after (another host: its worker touches the file every poll)."""
-    path = heartbeats / f"{trial.number}.json"
+def _worker_gone(path: Path, stale_after: float) -> bool | None:
+    """Whether the worker that writes this heartbeat has stopped: a dead process on this host,
+    or a file older than stale_after (another host: its worker touches the file every poll);
+    None when there is no readable heartbeat."""
     try:
         info = json.loads(path.read_text())
         age = time.time() - path.stat().st_mtime
     except (OSError, ValueError):
-        start = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
-        return time.time() - start > stale_after
+        return None
     if info.get("host") == socket.gethostname() and not _alive(int(info["pid"]), info.get("start")):
         return True
     return age > stale_after
+
+
+def is_stale(trial, heartbeats: Path, stale_after: float) -> bool:
+    """A RUNNING trial whose worker is gone (a trial with no heartbeat: once it is older than
+    stale_after)."""
+    gone = _worker_gone(heartbeats / f"{trial.number}.json", stale_after)
+    if gone is None:
+        start = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+        return time.time() - start > stale_after
+    return gone
+
+
+def live_workers(heartbeats: Path, stale_after: float) -> list[str]:
+    """The trials a live worker is running now, from their heartbeats (removed when a trial ends)."""
+    out = []
+    for path in sorted(heartbeats.glob("*.json")) if heartbeats.is_dir() else []:
+        if _worker_gone(path, stale_after) is False:
+            info = json.loads(path.read_text())
+            out.append(f"trial {path.stem} (pid {info.get('pid')} on {info.get('host')})")
+    return out
 
 
 def requeue_stale(study, storage, heartbeats: Path, stale_after: float) -> None:
@@ -304,78 +335,197 @@ def _read_metrics(path: Path) -> dict | None:
         return None
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a trial's run ended, as the study records it: `complete` (value: the objective),
+    `fail`, or `diverged` (failed in Optuna, never a low accuracy, not run again); note: why."""
+    state: str
+    value: float | None = None
+    note: str = ""
+
+
+DIVERGED_EXIT = 3  # main.py's exit status when training diverged (metrics.json: "status": "diverged")
+
+
+def diverged_note(m: dict | None) -> str:
+    """'diverged at task T epoch E step S: reason' from metrics.json's "diverged" record (1-based)."""
+    info = (m or {}).get("diverged")
+    if not isinstance(info, dict):
+        return "diverged (metrics.json says no more)"
+    where = " ".join(f"{k} {info[k]}" for k in ("task", "epoch", "step") if k in info)
+    why = info.get("reason") or (f"loss {info['loss']}" if "loss" in info else "")
+    return f"diverged at {where}" + (f": {why}" if why else "")
+
+
+def classify(code: int, m: dict | None, objective) -> Outcome:
+    """The outcome of a trial whose main.py has ended with exit status `code`, its metrics.json `m`."""
+    if (m or {}).get("status") == "diverged" or code == DIVERGED_EXIT:
+        return Outcome("diverged", note=diverged_note(m))
+    if code != 0 or not m or not m.get("finished"):
+        return Outcome("fail", note=f"exit {code}" + ("" if m and m.get("finished") else ", unfinished"))
+    return Outcome("complete", value=objective(m["accuracy_matrix"]))
+
+
+def prepare_journal(args, study_dir: Path, journal: Path, study_name: str) -> None:
+    """Before anything is written: the journal intact (or repaired, with --repair), and every
+    folder under trials/ one of the journal's trials of this study (--repair moves the others
+    aside; otherwise they are refused)."""
+    if args.repair:
+        live = live_workers(study_dir / "heartbeats", args.stale_after)
+        if live:
+            raise UserError(f"--repair needs every worker of the study stopped; still running: {', '.join(live)}")
+        said = hpo_journal.repair(journal) or (f"the journal {journal} is intact: nothing to repair"
+                                               if journal.exists() else f"no journal at {journal} yet")
+        print(f"hpo.py: {said}", flush=True)
+    entries = hpo_study.trial_folders(study_dir / "trials")
+    replay = hpo_journal.check(journal)
+    study = next((s for s in replay.get_all_studies() if s.study_name == study_name), None) if replay else None
+    trials = replay.get_all_trials(study._study_id, None) if study else []
+    unmatched = hpo_study.unmatched_folders(entries, study.user_attrs.get("uid") if study else None,
+                                            {t.number: t.params for t in trials},
+                                            {t.number for t in trials if t.state.name == "RUNNING"})
+    if not unmatched:
+        return
+    names = ", ".join(p.name for p in unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
+    if args.repair:
+        target = hpo_study.move_aside(unmatched, study_dir, time.strftime("%Y%m%d-%H%M%S"))
+        print(f"hpo.py: moved {len(unmatched)} trial folder(s) the journal does not know ({names}) to {target}",
+              flush=True)
+        return
+    raise UserError(f"{study_dir / 'trials'} holds trial folders that study {study_name!r} of the journal {journal} "
+                    f"does not know ({names}: another study's, or the journal was replaced); move them away, "
+                    f"run with --repair to move them aside, or use a new --study-dir")
+
+
+def _writable_journal(journal: Path) -> None:
+    """The journal can be appended to, and its folder takes the lock files Optuna and the workers make."""
+    try:
+        open(journal, "ab").close()
+    except OSError as exc:
+        raise UserError(f"cannot write the study's journal {journal}: {exc.strerror or exc}") from None
+    if not os.access(journal.parent, os.W_OK):
+        raise UserError(f"cannot write the study's journal's lock files in {journal.parent}: permission denied")
+
+
+def open_study(args, space: dict, fixed: dict) -> Worker:
+    """Check the study folder and its journal, then open (or create) the study and join it."""
+    study_dir = Path(args.study_dir).resolve()
+    if study_dir.exists() and not study_dir.is_dir():
+        raise UserError(f"--study-dir {args.study_dir} is a file; give a folder (it holds the journal, trials and "
+                        f"results)")
+    journal = Path(args.storage).resolve() if args.storage else study_dir / "journal.log"
+    if journal.is_dir():
+        raise UserError(f"--storage {journal} is a folder; give the journal's file name")
+    study_name = args.study_name or study_dir.name
+    prepare_journal(args, study_dir, journal, study_name)
+    if args.storage:  # a journal elsewhere first: an unwritable one leaves no study folder behind
+        _writable_journal(journal)
+    try:
+        for sub in ("trials", "presets", "logs", "heartbeats"):
+            (study_dir / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the study folder {exc.filename or study_dir}: {exc.strerror or exc}") from None
+    _writable_journal(journal)
+    return Worker(args, space, fixed, study_dir, journal, study_name)
+
+
 class Worker:
-    def __init__(self, args, space: dict, fixed: dict):
+    def __init__(self, args, space: dict, fixed: dict, study_dir: Path, journal: Path, study_name: str):
         import optuna
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-        self.args, self.space, self.fixed = args, space, fixed
-        self.dir = Path(args.study_dir).resolve()
-        for sub in ("trials", "presets", "logs", "heartbeats"):
-            (self.dir / sub).mkdir(parents=True, exist_ok=True)
-        journal = str(Path(args.storage).resolve()) if args.storage else str(self.dir / "journal.log")
-        self.storage = JournalStorage(JournalFileBackend(journal))
-        self.ask_lock = JournalFileOpenLock(journal + ".ask")  # count-then-ask is atomic across workers
+        self.args, self.space, self.fixed, self.dir = args, space, fixed, study_dir
+        self.storage = JournalStorage(JournalFileBackend(str(journal)))
+        self.ask_lock = JournalFileOpenLock(f"{journal}.ask")  # count-then-ask is atomic across workers
         pruner = {"asha": lambda: optuna.pruners.SuccessiveHalvingPruner(
                       min_resource=args.min_resource, reduction_factor=args.reduction_factor),
                   "hyperband": lambda: optuna.pruners.HyperbandPruner(
                       min_resource=args.min_resource, reduction_factor=args.reduction_factor),
                   "none": optuna.pruners.NopPruner}[args.pruner]()
-        self.study = optuna.create_study(
-            study_name=args.study_name or self.dir.name, storage=self.storage, direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=args.seed, constant_liar=True), pruner=pruner,
-            load_if_exists=True)
-        self._check_same_study()
+        self.study = optuna.create_study(study_name=study_name, storage=self.storage, direction="maximize",
+                                         pruner=pruner, load_if_exists=True)
+        self.number, seed = self._join()
+        self.study.sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
         self.dists = distributions(space)
         self.label, self.objective = OBJECTIVES[args.objective]
+        print(f"hpo.py: worker {self.number} of study {study_name!r} (sampler seed {seed})", flush=True)
 
-    def _check_same_study(self) -> None:
-        """A study continues only with the space, fixed options and objective it started with."""
-        identity = {"space": self.space, "fixed": self.fixed, "objective": self.args.objective}
-        stored = self.study.user_attrs.get("identity")
-        if stored is None:
-            self.study.set_user_attr("identity", json.loads(json.dumps(identity)))
-        elif stored != json.loads(json.dumps(identity)):
-            diff = [k for k in identity if json.loads(json.dumps(identity[k])) != stored.get(k)]
-            raise UserError(f"study {self.study.study_name!r} in {self.dir} was started with another "
-                            f"{' and '.join(diff)}; give the same ones, or a new --study-dir")
-
-    def next_trial(self):
-        """Requeue abandoned trials, then ask for a new one unless the study has its trials."""
+    @contextmanager
+    def asking(self):
         self.ask_lock.acquire()
         try:
+            yield
+        finally:
+            self.ask_lock.release()
+
+    def _join(self) -> tuple[int, int]:
+        """Record the study's identity if it is new, else refuse to join one that differs; take
+        this worker's number. Returns (number, sampler seed)."""
+        mine = hpo_study.identity(self.space, self.fixed, self.args.objective, shlex.split(self.args.launcher), REPO)
+        with self.asking():
+            attrs = self.study.user_attrs
+            stored = attrs.get("identity")
+            if stored is None:
+                self.study.set_user_attr("identity", mine)
+                self.study.set_user_attr("uid", uuid.uuid4().hex)
+                self.study.set_user_attr("seed", self.args.seed if self.args.seed is not None
+                                         else hpo_study.new_study_seed())
+            else:
+                differs = hpo_study.difference(stored, mine)
+                if self.args.seed is not None and attrs.get("seed") != self.args.seed:
+                    differs.append(f"seed ({attrs.get('seed')}; this worker's: {self.args.seed}; leave --seed out "
+                                   f"to join)")
+                if differs:
+                    raise UserError(f"study {self.study.study_name!r} in {self.dir} was started with another "
+                                    f"{' and another '.join(differs)}; give the same ones, or a new --study-dir")
+            attrs = self.study.user_attrs
+            number = sum(1 for k in attrs if k.startswith("worker:"))
+            self.study.set_user_attr(f"worker:{number}", hpo_study.whoami())
+            self.uid = attrs["uid"]
+            return number, hpo_study.worker_seed(attrs["seed"], number)
+
+    def next_trial(self):
+        """Requeue abandoned trials, then ask for a new one unless the study has its trials (a
+        queued retry is always run: it takes the place of the abandoned trial in the count)."""
+        from optuna.trial import TrialState
+
+        with self.asking():
             requeue_stale(self.study, self.storage, self.dir / "heartbeats", self.args.stale_after)
-            counted = [t for t in self.study.get_trials(deepcopy=False) if not t.user_attrs.get("abandoned")]
-            if len(counted) >= self.args.n_trials:
+            trials = self.study.get_trials(deepcopy=False)
+            counted = [t for t in trials if not t.user_attrs.get("abandoned")]
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            if len(counted) >= self.args.n_trials and not waiting:
                 return None
             trial = self.study.ask(self.dists)
             write_heartbeat(self.dir / "heartbeats" / f"{trial.number}.json")
             return trial
-        finally:
-            self.ask_lock.release()
 
     def run(self) -> None:
         while (trial := self.next_trial()) is not None:
             try:
                 self.run_trial(trial)
             except BaseException:  # interrupted (Ctrl-C, scancel): give the trial back at once
-                self.ask_lock.acquire()
-                try:
+                with self.asking():
                     frozen = self.storage.get_trial(trial._trial_id)
                     if frozen.state.name == "RUNNING":
                         requeue(self.study, self.storage, frozen)
-                finally:
-                    self.ask_lock.release()
                 raise
+            finally:
+                (self.dir / "heartbeats" / f"{trial.number}.json").unlink(missing_ok=True)
 
     def run_trial(self, trial) -> None:
         from optuna.trial import TrialState
 
         n, started = trial.number, time.perf_counter()
+        run_dir = self.dir / "trials" / str(n)
+        if run_dir.exists():  # not this trial's (prepare_journal refuses such folders at start): never read it
+            trial.set_user_attr("note", f"{run_dir} existed before the trial started")
+            self.study.tell(trial, state=TrialState.FAIL)
+            print(f"trial {n}: not run: {run_dir} already exists and is not this trial's", flush=True)
+            return
         preset_file = self.dir / "presets" / f"{n}.yaml"
         preset_file.write_text(yaml.safe_dump({PRESET: trial_preset(self.fixed, trial.params)}, sort_keys=False))
-        run_dir = self.dir / "trials" / str(n)
         cmd = [*shlex.split(self.args.launcher), sys.executable, str(REPO / "main.py"), "--yaml-config",
                str(preset_file), "--config", PRESET, "--results-dir", str(run_dir.parent), "--run-name", str(n)]
         params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
@@ -385,9 +535,12 @@ class Worker:
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                     preexec_fn=_die_with_parent)
         try:
-            reported = 0
+            reported, recorded = 0, False
             while True:
                 code = proc.poll()
+                if not recorded and (run_dir / "config.yaml").exists():  # main.py has claimed the folder
+                    hpo_study.write_record(run_dir, self.study.study_name, self.uid, n, trial.params)
+                    recorded = True
                 m = _read_metrics(run_dir / "metrics.json")
                 rows = m["accuracy_matrix"] if m else []
                 for step in range(reported + 1, len(rows) + 1):
@@ -407,18 +560,30 @@ class Worker:
         except BaseException:
             _stop(proc)
             raise
-        m = _read_metrics(run_dir / "metrics.json")
-        if code != 0 or not m or not m.get("finished"):
-            self.study.tell(trial, state=TrialState.FAIL)
-            tail = (self.dir / "logs" / f"{n}.log").read_text().strip().splitlines()[-1:] or ["(no output)"]
-            print(f"trial {n}: failed (exit {code}): {tail[0]} [log: {self.dir / 'logs' / f'{n}.log'}]", flush=True)
+        outcome = classify(code, _read_metrics(run_dir / "metrics.json"), self.objective)
+        took = f"{time.perf_counter() - started:.0f}s"
+        if outcome.state == "complete":
+            self.study.tell(trial, outcome.value)
+            print(f"trial {n}: {self.label} {100 * outcome.value:.1f}% ({took})", flush=True)
             return
-        value = self.objective(m["accuracy_matrix"])
-        self.study.tell(trial, value)
-        print(f"trial {n}: {self.label} {100 * value:.1f}% ({time.perf_counter() - started:.0f}s)", flush=True)
+        log_file = self.dir / "logs" / f"{n}.log"
+        if outcome.state == "diverged":
+            trial.set_user_attr("diverged", outcome.note)
+            self.study.tell(trial, state=TrialState.FAIL)
+            print(f"trial {n}: {outcome.note} ({took}; failed, not run again) [log: {log_file}]", flush=True)
+            return
+        trial.set_user_attr("note", outcome.note)
+        self.study.tell(trial, state=TrialState.FAIL)
+        tail = log_file.read_text().strip().splitlines()[-1:] or ["(no output)"]
+        print(f"trial {n}: failed ({outcome.note}): {tail[0]} [log: {log_file}]", flush=True)
 
 
 # --- results -------------------------------------------------------------------------------
+
+def trial_params(t) -> dict:
+    """A trial's parameters; a queued retry not yet started has them as its fixed parameters."""
+    return t.params or dict(t.system_attrs.get("fixed_params", {}))
+
 
 def trial_rows(study) -> list[dict]:
     rows = []
@@ -426,12 +591,19 @@ def trial_rows(study) -> list[dict]:
         if t.user_attrs.get("abandoned"):
             continue
         steps = sorted(t.intermediate_values)
-        rows.append({"number": t.number, "state": t.state.name.lower(),
-                     "value": t.value if t.value is not None else (t.intermediate_values[steps[-1]] if steps else None),
+        diverged = t.user_attrs.get("diverged")
+        value = t.value if t.value is not None else (t.intermediate_values[steps[-1]] if steps else None)
+        rows.append({"number": t.number, "state": "diverged" if diverged else t.state.name.lower(),
+                     "value": None if diverged else value,  # never a low accuracy
                      "tasks": steps[-1] if steps else 0,
                      "duration_s": round(t.duration.total_seconds(), 1) if t.duration else None,
-                     **t.params, "retry_of": t.user_attrs.get("retry_of"), "folder": f"trials/{t.number}"})
+                     **trial_params(t), "retry_of": t.user_attrs.get("retry_of"), "folder": f"trials/{t.number}",
+                     "note": diverged or t.user_attrs.get("note")})
     return rows
+
+
+def _show(value) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def write_results(worker: Worker) -> bool:
@@ -452,8 +624,10 @@ def write_results(worker: Worker) -> bool:
     print(f"{'trial':>5} {'state':<9} {'value %':>8} {'tasks':>5} {'time s':>7}  parameters")
     for r in rows:
         value = f"{100 * r['value']:.1f}" if r["value"] is not None else "-"
-        params = " ".join(f"{k}={r[k]:.4g}" if isinstance(r[k], float) else f"{k}={r[k]}" for k in worker.space)
-        print(f"{r['number']:>5} {r['state']:<9} {value:>8} {r['tasks']:>5} {r['duration_s'] or 0:>7.1f}  {params}")
+        params = " ".join(f"{k}={_show(r.get(k))}" for k in worker.space)
+        note = f"  ({r['note']})" if r["note"] else ""
+        print(f"{r['number']:>5} {r['state']:<9} {value:>8} {r['tasks']:>5} {r['duration_s'] or 0:>7.1f}  "
+              f"{params}{note}")
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if not complete:
         print("no trial has completed yet: no best configuration")
@@ -531,30 +705,58 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--min-resource", type=int, default=2, help="tasks before a trial can be pruned (default 2)")
     p.add_argument("--reduction-factor", type=int, default=2,
                    help="keep the best 1/N at each rung of tasks (default 2)")
-    p.add_argument("--seed", type=int, default=None, help="sampler seed (give each worker its own)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="the study's seed, recorded when it is created (default: drawn then); each worker's sampler "
+                        "is seeded by it and the worker's number in the study, so no two draw the same points")
     p.add_argument("--preset-name", default="best", help="name of the preset in best.yaml (default: best)")
     p.add_argument("--poll", type=float, default=1.0, help="seconds between looks at a running trial")
     p.add_argument("--stale-after", type=float, default=300.0,
                    help="a running trial whose heartbeat is this old (s) was abandoned (default 300)")
+    p.add_argument("--repair", action="store_true",
+                   help="with every worker stopped: drop a damaged journal's first damaged line and all after it "
+                        "(a copy is kept), move trial folders the journal does not know aside, then go on")
     p.error = lambda message: (_ for _ in ()).throw(UserError(message))  # one line, exit 2
     args = p.parse_args(argv)
-    if args.n_trials < 0 or args.min_resource < 1 or args.reduction_factor < 2 or args.poll <= 0 \
-            or args.stale_after <= 0:
-        raise UserError("--n-trials >= 0, --min-resource >= 1, --reduction-factor >= 2, --poll > 0 and "
-                        "--stale-after > 0 are required")
+    for flag, value, ok, need in (("--n-trials", args.n_trials, args.n_trials >= 1, "at least 1"),
+                                  ("--min-resource", args.min_resource, args.min_resource >= 1, "at least 1"),
+                                  ("--reduction-factor", args.reduction_factor, args.reduction_factor >= 2,
+                                   "at least 2"),
+                                  ("--poll", args.poll, args.poll > 0, "above 0"),
+                                  ("--stale-after", args.stale_after, args.stale_after > 0, "above 0"),
+                                  ("--seed", args.seed, args.seed is None or 0 <= args.seed < 2**32,
+                                   "in [0, 2^32)")):
+        if not ok:
+            raise UserError(f"{flag} must be {need}, got {value}")
+    check_launcher(args.launcher)
     return args, extra
+
+
+def check_launcher(launcher: str) -> None:
+    """The launcher prefix splits like a shell line and its program is there to run."""
+    try:
+        words = shlex.split(launcher)
+    except ValueError as exc:
+        raise UserError(f"--launcher {launcher!r}: {str(exc).lower()}") from None
+    if words and shutil.which(words[0]) is None:
+        raise UserError(f"--launcher {launcher!r}: no program {words[0]!r} on PATH")
+
+
+def prepare(argv: list[str]) -> Worker:
+    """Everything before the first trial: the arguments, the space, the journal, the study; a
+    problem is a UserError, raised before anything is written."""
+    args, extra = parse_args(argv)
+    space, space_fixed = load_space(args.space)
+    fixed = fixed_layer(space_fixed, extra, args.space)
+    check_space(space, fixed)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return open_study(args, space, fixed)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args, extra = parse_args(sys.argv[1:] if argv is None else argv)
-        space, space_fixed = load_space(args.space)
-        fixed = fixed_layer(space_fixed, extra, args.space)
-        check_space(space, fixed)
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        worker = Worker(args, space, fixed)
+        worker = prepare(sys.argv[1:] if argv is None else argv)
     except UserError as exc:
         print(f"hpo.py: error: {one_line(exc)}", file=sys.stderr)
         return 2

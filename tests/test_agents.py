@@ -110,7 +110,8 @@ def test_global_sampling_rehearses_the_other_ranks_samples(tmp_path, agent):
      "--agent-config buffer='gpu' for agent er; valid values: 'native', 'native_cat', 'python', 'local'"),
     (["--agent", "der", "--agent-config", "{'alpha': 'high'}"], "alpha for agent der must be float"),
     (["--agent", "nil_cpp", "--agent-config", "{'buffer': 'python'}"], "agent nil_cpp fixes buffer='native'"),
-    (["--agent", "er", "--agent-config", "{'rehearsal_ratio': 0}"], "rehearsal_ratio is a percentage"),
+    (["--agent", "er", "--agent-config", "{'rehearsal_ratio': 0}"],
+     "--agent-config rehearsal_ratio for agent er is a percentage in (0, 100], got 0"),
 ])
 def test_bad_agent_config_is_one_clear_line(tmp_path, flags, message):
     proc = subprocess.run([sys.executable, "main.py", *flags, "--results-dir", str(tmp_path)], cwd=REPO,

@@ -83,8 +83,8 @@ def test_policies_and_fill_in_stats():
 
 @pytest.mark.parametrize("config, message", [
     ("{'num_candidates': 33}", "num_candidates must be an integer in [1, batch_size=32], got 33"),
-    ("{'num_candidates': 0}", "num_candidates must be an integer in [1, batch_size=32], got 0"),
-    ("{'buffer_size': 0}", "buffer_size must be an integer >= 1 (slots per rank), got 0"),
+    ("{'num_candidates': 0}", "--agent-config num_candidates for agent nil_cpp is a whole number (>= 1), got 0"),
+    ("{'buffer_size': 0}", "--agent-config buffer_size for agent nil_cpp is a whole number (>= 1), got 0"),
     ("{'policy': 'lifo'}", "valid values: 'adaptive', 'fixed'"),
     ("{'policy': 'fixed', 'buffer_size': 10}", "buffer_size is for policy 'adaptive'"),
     ("{'slots_per_class': 3}", "slots_per_class is for policy 'fixed'"),

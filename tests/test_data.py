@@ -1,5 +1,6 @@
 """data/: every on-disk format read back from small files written here in that format,
 digits and synthetic, scenarios, sharding and batch loading."""
+import dataclasses
 import gzip
 import os
 import pickle
@@ -10,7 +11,8 @@ import torch
 from PIL import Image
 
 from common.errors import UserError
-from data import DATASETS, build_tasks, load_dataset, make_loader, shard_epoch, shard_eval
+from data import DATASETS, ArraySplit, build_tasks, load_dataset, make_loader, shard_epoch, shard_eval
+from data.checks import check_tasks
 
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -193,7 +195,7 @@ def make_tiny(root, val_layout, rng):
             lines.append(f"val_{j}.JPEG\t{WNIDS[k]}\t0\t0\t63\t63\n")
         (base / "val" / "val_annotations.txt").write_text("".join(lines))
     else:
-        for k in (0, 2):
+        for k in (0, 2, 1):
             save_image(str(base / "val" / WNIDS[k] / f"v{k}.JPEG"), np.zeros((64, 64, 3), np.uint8))
     (base / "test" / "images").mkdir(parents=True)  # unlabelled, ignored
 
@@ -208,7 +210,7 @@ def test_tinyimagenet_both_val_layouts(tmp_path, val_layout):
     assert x.dtype == torch.uint8 and x.shape == (6, 3, 64, 64)
     means = x.float().mean(dim=(1, 2, 3)).numpy()
     assert np.allclose(means, [0, 10, 40, 50, 80, 90], atol=2)  # JPEG is lossy
-    expected = [2, 0, 1, 2] if val_layout == "annotations" else [0, 2]
+    expected = [2, 0, 1, 2] if val_layout == "annotations" else [0, 1, 2]
     assert ds.test.targets.tolist() == expected
     assert ds.test.take([0])[0].shape == (1, 3, 64, 64)
     small = load_dataset("tinyimagenet", str(tmp_path / "tiny-imagenet-200"), {"image_size": 32})
@@ -233,15 +235,16 @@ def test_imagenet_folders_round_trip(tmp_path):
     save_image(str(tmp_path / "train" / "n01" / "sub" / "c.png"), np.full((40, 24), 77, np.uint8))  # grey
     (tmp_path / "train" / "n01" / "notes.txt").write_text("not an image")
     save_image(str(tmp_path / "val" / "n02" / "v.png"), exact)
+    save_image(str(tmp_path / "val" / "n01" / "v.png"), np.zeros((16, 16, 3), np.uint8))
     ds = load_dataset("imagenet", str(tmp_path), {"image_size": 16})
     assert ds.num_classes == 2 and ds.class_names == ["n01", "n02"] and ds.sample_shape == (3, 16, 16)
-    assert ds.train.targets.tolist() == [0, 1, 1] and ds.test.targets.tolist() == [1]
+    assert ds.train.targets.tolist() == [0, 1, 1] and ds.test.targets.tolist() == [0, 1]
     x, y = ds.train.take([1, 0, 2])
     assert x.shape == (3, 3, 16, 16) and y.tolist() == [1, 0, 1]
     assert np.array_equal(x[0].numpy(), exact.transpose(2, 0, 1))  # PNG at its own size: exact
     assert (x[1] == 77).all()  # grey becomes RGB
     assert (x[2].int() - 200).abs().max() <= 2  # resized and centre-cropped
-    assert np.array_equal(ds.test.take([0])[0][0].numpy(), exact.transpose(2, 0, 1))
+    assert np.array_equal(ds.test.take([1])[0][0].numpy(), exact.transpose(2, 0, 1))
     # decoded in DataLoader workers: the split pickles and batches come back in order
     batches = list(make_loader(ds.train, np.array([2, 1, 0]), 2, workers=1))
     assert [b[1].tolist() for b in batches] == [[1, 1], [0]]
@@ -255,6 +258,61 @@ def test_imagenet_missing_val_and_unknown_val_class(tmp_path):
     save_image(str(tmp_path / "val" / "n05" / "a.png"), np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(UserError, match="n05"):
         load_dataset("imagenet", str(tmp_path))
+
+
+BOTH = "; every class needs both: add them, or keep only the classes that have both (--dataset-config classes)"
+
+
+def two_imagenet_classes(root, val_n01="image"):
+    """train/n01, train/n02 and val/n02 with an image each; val/n01 as `val_n01` says: an image,
+    an empty folder, a folder of non-images, or missing."""
+    for split, wnid in (("train", "n01"), ("train", "n02"), ("val", "n02")):
+        save_image(str(root / split / wnid / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    if val_n01 == "image":
+        save_image(str(root / "val" / "n01" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    elif val_n01 == "empty":
+        (root / "val" / "n01").mkdir()
+    elif val_n01 == "text":
+        (root / "val" / "n01").mkdir()
+        (root / "val" / "n01" / "notes.txt").write_text("not an image")
+
+
+@pytest.mark.parametrize("val_n01", ["missing", "empty", "text"])
+def test_imagenet_class_without_validation_images_is_refused(tmp_path, val_n01):
+    two_imagenet_classes(tmp_path, val_n01)
+    with pytest.raises(UserError) as refused:
+        load_dataset("imagenet", str(tmp_path), {"image_size": 8})
+    assert str(refused.value) == (f"dataset 'imagenet': class 'n01' has training images in {tmp_path}/train/n01 "
+                                  f"but no validation images in {tmp_path}/val/n01{BOTH}")
+
+
+def test_imagenet_class_without_training_images_is_refused(tmp_path):
+    two_imagenet_classes(tmp_path)
+    os.remove(tmp_path / "train" / "n01" / "a.png")
+    (tmp_path / "train" / "n01" / "notes.txt").write_text("not an image")
+    with pytest.raises(UserError) as refused:
+        load_dataset("imagenet", str(tmp_path), {"image_size": 8})
+    assert str(refused.value) == (f"dataset 'imagenet': class 'n01' has validation images in {tmp_path}/val/n01 "
+                                  f"but no training images in {tmp_path}/train/n01{BOTH}")
+
+
+@pytest.mark.parametrize("val_layout", ["annotations", "folders"])
+def test_tinyimagenet_class_without_validation_images_is_refused(tmp_path, val_layout):
+    make_tiny(tmp_path, val_layout, np.random.default_rng(0))
+    val = tmp_path / "tiny-imagenet-200" / "val"
+    if val_layout == "annotations":
+        ann = val / "val_annotations.txt"
+        ann.write_text("".join(line + "\n" for line in ann.read_text().splitlines() if WNIDS[1] not in line))
+        where = ann
+    else:
+        where = val / WNIDS[1]
+        for image in where.iterdir():
+            image.unlink()
+    with pytest.raises(UserError) as refused:
+        load_dataset("tinyimagenet", str(tmp_path))
+    train = tmp_path / "tiny-imagenet-200" / "train" / WNIDS[1]
+    assert str(refused.value) == (f"dataset 'tinyimagenet': class {WNIDS[1]!r} has training images in {train} "
+                                  f"but no validation images in {where}{BOTH}")
 
 
 # ---------------------------------------------------------------- digits and synthetic
@@ -353,6 +411,33 @@ def test_domain_scenario(digits):
     assert not np.array_equal(other[0].train_indices, tasks[0].train_indices)
     joint = build_tasks(digits, {"scenario": "joint"})
     assert len(joint) == 1 and len(joint[0].train_indices) == len(digits.train)
+
+
+def without_test_samples(dataset, label: int, keep: int = 0):
+    """`dataset` with all but `keep` of the test samples of class `label` left out."""
+    targets = dataset.test.targets
+    rows = np.concatenate([np.flatnonzero(targets != label), np.flatnonzero(targets == label)[:keep]])
+    x, y = dataset.test.take(np.sort(rows))
+    return dataclasses.replace(dataset, test=ArraySplit(x.numpy(), y.numpy()))
+
+
+def test_a_class_with_training_but_no_test_samples_is_refused(digits):
+    partial = without_test_samples(digits, 3)
+    with pytest.raises(UserError) as refused:
+        check_tasks(partial, build_tasks(partial))
+    assert str(refused.value).startswith("class 3 has training samples but no test samples in dataset 'digits'; ")
+    untaught = dataclasses.replace(digits, train=partial.test, test=digits.train)  # the reverse
+    with pytest.raises(UserError, match="class 3 has test samples but no training samples in dataset 'digits'"):
+        check_tasks(untaught, build_tasks(digits, {"scenario": "joint"}))
+    check_tasks(digits, build_tasks(digits))  # every class in both: accepted
+
+
+def test_a_domain_task_without_test_samples_of_a_class_is_refused(digits):
+    few = without_test_samples(digits, 9, keep=2)  # two test samples of class 9 for three tasks
+    with pytest.raises(UserError) as refused:
+        check_tasks(few, build_tasks(few, {"scenario": "domain", "num_tasks": 3}))
+    assert str(refused.value).startswith("task 3 has training samples of class 9 but no test samples of it")
+    check_tasks(few, build_tasks(few, {"scenario": "domain", "num_tasks": 2}))
 
 
 @pytest.mark.parametrize("config,match", [

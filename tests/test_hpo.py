@@ -1,7 +1,7 @@
 """scripts/hpo.py: real searches of main.py runs (digits, 1 epoch per task), early stopping,
-resuming a killed study, two workers on one journal, the best preset, and bad input."""
+resuming a killed study, two workers on one journal, the best preset, and bad input. hpo.py runs
+as a user runs it: no PYTHONPATH (hpo_scripts.hpo_env)."""
 import fcntl
-import importlib.util
 import json
 import os
 import signal
@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from conftest import PYTHON, REPO, mpi_env
+from hpo_scripts import HPO, hpo_env, load_hpo, write_space
 
-HPO = REPO / "scripts" / "hpo.py"
 pytestmark = pytest.mark.timeout(300)
 
 
@@ -22,13 +22,8 @@ def hpo_cmd(space, study, *args, extra=("--agent", "nil_cpp", "--epochs", "1", "
             *extra]
 
 
-def write_space(path, space, fixed=None):
-    path.write_text(yaml.safe_dump({"space": space, **({"fixed": fixed} if fixed else {})}))
-    return path
-
-
 def run_hpo(cmd, timeout=240):
-    proc = subprocess.run(cmd, cwd=REPO, env=mpi_env(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=REPO, env=hpo_env(), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -57,6 +52,8 @@ def test_search_end_to_end(lr_study):
         metrics = json.loads((study / r["folder"] / "metrics.json").read_text())
         assert len(metrics["accuracy_matrix"]) >= r["tasks"] >= 1  # pruned: may end a task later
         assert yaml.safe_load((study / r["folder"] / "config.yaml").read_text())["lr"] == r["lr"]
+        record = json.loads((study / r["folder"] / "hpo_trial.json").read_text())  # whose folder it is
+        assert (record["study"], record["number"], record["params"]) == ("study", r["number"], {"lr": r["lr"]})
     assert (study / "trials.csv").read_text().splitlines()[0].startswith("number,state,value")
     assert (study / "search.png").stat().st_size > 1000
     assert "best: trial" in proc.stdout
@@ -103,7 +100,7 @@ def test_study_resumes_after_its_worker_is_killed(tmp_path):
     study = tmp_path / "study"
     cmd = hpo_cmd(space, study, "--n-trials", "2", "--seed", "1", "--pruner", "none",
                   extra=("--agent", "nil_cpp", "--epochs", "2", "--plots", "false", "--tensorboard", "false"))
-    worker = subprocess.Popen(cmd, cwd=REPO, env=mpi_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(cmd, cwd=REPO, env=hpo_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = study / "trials" / "0" / "metrics.json"
     deadline = time.time() + 120
     while not metrics.exists() and time.time() < deadline and worker.poll() is None:
@@ -127,13 +124,14 @@ def test_study_resumes_after_its_worker_is_killed(tmp_path):
 
 
 def test_two_workers_share_one_study(tmp_path):
+    """Two workers started alike (one --seed, as the Slurm array starts them) run 4 distinct trials."""
     space = write_space(tmp_path / "space.yaml", {"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}})
     study = tmp_path / "study"
-    procs = [subprocess.Popen(hpo_cmd(space, study, "--n-trials", "4", "--seed", str(seed), "--pruner", "none",
+    procs = [subprocess.Popen(hpo_cmd(space, study, "--n-trials", "4", "--seed", "0", "--pruner", "none",
                                       extra=("--agent", "nil_cpp", "--epochs", "1", "--plots", "false",
                                              "--tensorboard", "false")),
-                              cwd=REPO, env=mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for seed in (0, 1)]
+                              cwd=REPO, env=hpo_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
     outs = [p.communicate(timeout=240) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     started = [line.split(":")[0] for out, _ in outs for line in out.splitlines() if "->" in line]
@@ -142,14 +140,8 @@ def test_two_workers_share_one_study(tmp_path):
     rows = trials(study)
     assert sorted(r["number"] for r in rows) == [0, 1, 2, 3]
     assert all(r["state"] == "complete" for r in rows)
+    assert len({r["lr"] for r in rows}) == 4, rows  # each worker its own sampler stream: no point twice
     assert sorted(p.name for p in (study / "trials").iterdir()) == ["0", "1", "2", "3"]
-
-
-def load_hpo():
-    spec = importlib.util.spec_from_file_location("hpo_script", HPO)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 BAD = {
@@ -183,10 +175,33 @@ def test_bad_space_is_one_line_and_starts_nothing(case, tmp_path, capsys):
     assert not study.exists()  # no study, no trial
 
 
+BAD_FLAGS = {  # flags (given the test's folder) -> the message's gist
+    "study dir is a file": (lambda tmp: ["--study-dir", str(tmp / "a_file")], "is a file; give a folder"),
+    "storage nowhere": (lambda tmp: ["--storage", "/proc/no/journal.log"], "cannot write the study's journal /proc/no"),
+    "storage under a file": (lambda tmp: ["--storage", str(tmp / "a_file" / "j.log")], "Not a directory"),
+    "storage is a folder": (lambda tmp: ["--storage", str(tmp)], "is a folder; give the journal's file name"),
+    "unterminated quote": (lambda tmp: ["--launcher", "mpirun -np '2"], "no closing quotation"),
+    "missing program": (lambda tmp: ["--launcher", "mpirunn -np 2"], "no program 'mpirunn' on PATH"),
+    "no trials": (lambda tmp: ["--n-trials", "0"], "--n-trials must be at least 1, got 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FLAGS))
+def test_bad_flags_are_one_line_and_write_nothing(case, tmp_path, capsys):
+    flags, message = BAD_FLAGS[case]
+    (tmp_path / "a_file").write_text("")
+    space = write_space(tmp_path / "space.yaml", {"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}})
+    before = sorted(tmp_path.iterdir())
+    code = load_hpo().main(["--space", str(space), "--study-dir", str(tmp_path / "study"), *flags(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("hpo.py: error: ") and err.count("\n") == 1 and message in err, err
+    assert sorted(tmp_path.iterdir()) == before  # no study folder, no journal
+
+
 def test_bad_input_exits_2_from_the_command_line(tmp_path):
     (tmp_path / "space.yaml").write_text("space:\n  lr: {type: loguniform, low: 0.2, high: 0.01}\n")
     proc = subprocess.run([PYTHON, str(HPO), "--space", str(tmp_path / "space.yaml"), "--study-dir",
-                           str(tmp_path / "s"), "--", "--epochz", "1"], cwd=REPO, env=mpi_env(),
+                           str(tmp_path / "s"), "--", "--epochz", "1"], cwd=REPO, env=hpo_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "unknown option --epochz (did you mean --epochs?)" in proc.stderr
@@ -201,22 +216,24 @@ def test_a_study_continues_only_with_its_own_space(lr_study, tmp_path, capsys):
     assert code == 2 and "was started with another space" in capsys.readouterr().err
 
 
-def test_hpo_array_sbatch_starts_one_worker_per_array_task(tmp_path):
-    """The Slurm array script, run with a stand-in Python: hpo.py with the array index as seed and
-    srun launching each trial on the task's ranks."""
+@pytest.mark.parametrize("task", ["0", "3"])
+def test_hpo_array_sbatch_starts_one_worker_per_array_task(tmp_path, task):
+    """The Slurm array script, run with a stand-in Python: hpo.py with the study's seed (the same
+    for every array task: hpo.py gives each worker its own sampler stream) and srun launching each
+    trial on the task's ranks."""
     sbatch = REPO / "scripts" / "launch" / "hpo_array.sbatch"
     assert subprocess.run(["bash", "-n", str(sbatch)]).returncode == 0
     stub = tmp_path / "python"
     stub.write_text('#!/bin/sh\nfor a in "$@"; do echo "ARG=$a"; done\n')
     stub.chmod(0o755)
-    env = dict(os.environ, PYTHON=str(stub), SLURM_SUBMIT_DIR=str(REPO), SLURM_ARRAY_TASK_ID="3",
+    env = dict(os.environ, PYTHON=str(stub), SLURM_SUBMIT_DIR=str(REPO), SLURM_ARRAY_TASK_ID=task,
                SLURM_NTASKS="2", STUDY_DIR="/shared/study", N_TRIALS="12")
     proc = subprocess.run(["bash", str(sbatch), "--", "--epochs", "5"], env=env, capture_output=True, text=True,
                           timeout=30)
     assert proc.returncode == 0, proc.stderr
     args = [line[4:] for line in proc.stdout.splitlines() if line.startswith("ARG=")]
     assert args == ["scripts/hpo.py", "--space", "scripts/hpo_spaces/nil_cpp.yaml", "--study-dir", "/shared/study",
-                    "--n-trials", "12", "--seed", "3", "--launcher", "srun --mpi=pmix --ntasks=2", "--", "--epochs",
+                    "--n-trials", "12", "--seed", "0", "--launcher", "srun --mpi=pmix --ntasks=2", "--", "--epochs",
                     "5"]
 
 

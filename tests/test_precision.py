@@ -95,7 +95,8 @@ def test_fp16_scaler_steps_on_averaged_unscaled_gradients(horovod):
     precision.backward_step((weight * torch.tensor([float("inf"), 1.0])).sum(), optimizer)
     assert torch.equal(weight.detach(), before)
     assert precision.scaler.get_scale() == 512.0
-    assert precision.state_dict()["scale"] == 512.0
+    assert precision.state_dict()["scaler"]["scale"] == 512.0
+    assert precision.skipped_steps == precision.state_dict()["skipped_steps"] == 1  # counted, not divergence
 
 
 def test_fp16_is_refused_without_a_gpu():

@@ -280,8 +280,8 @@ BAD_OPTIONS = [
      "--agent-config stable_model_update_probability for agent cls_er is a probability in [0, 1], got 1.5"),
     ("super_er", {"cls_plastic_model_update_probability": -0.1}, "is a probability in [0, 1], got -0.1"),
     ("cls_er", {"plastic_model_update_weight": 2.0}, "is a weight in [0, 1], got 2.0"),
-    ("si", {"xi": 0}, "--agent-config xi for agent si must be positive, got 0"),
-    ("si", {"alpha": -1.0}, "--agent-config alpha for agent si must be positive, got -1.0"),
+    ("si", {"xi": 0}, "--agent-config xi for agent si is a positive number (> 0), got 0"),
+    ("si", {"alpha": -1.0}, "--agent-config alpha for agent si is a loss weight (>= 0), got -1.0"),
 ]
 
 

@@ -117,6 +117,8 @@ OPTIONS = (
            "scale), open (headers only), off", ("decode", "open", "off")),
     Option("augment", bool, False, "random crop (padding: width/8) and horizontal flip of training "
            "batches, new samples and representatives alike, on the device"),
+    Option("divergence_patience", int, 1, "steps in a row with a non-finite training loss (on any rank) after "
+           "which the run stops as diverged (exit 3, metrics.json status 'diverged', no accuracy reported)"),
     Option("checkpoint_every", int, 0, "also checkpoint every N epochs inside a task (0: only after each task)"),
     Option("resume", str, None, "continue the run in this results folder from its last complete "
            "checkpoint; `--resume` alone: the --run-name folder, or the run in --results-dir whose "
@@ -330,7 +332,7 @@ def validate(cfg: dict) -> None:
             raise UserError(f"unknown {o.name} {cfg[o.name]!r}; valid choices: {', '.join(o.choices)}")
         if o.kind is float and cfg[o.name] is not None and not math.isfinite(cfg[o.name]):
             raise UserError(f"{o.name} must be a finite number, got {cfg[o.name]}")
-    for name in ("batch_size", "eval_batch_size", "epochs"):
+    for name in ("batch_size", "eval_batch_size", "epochs", "divergence_patience"):
         if cfg[name] < 1:
             raise UserError(f"{name} must be at least 1, got {cfg[name]}")
     if cfg["lr"] <= 0:

@@ -22,6 +22,7 @@ from data.scenarios import build_tasks
 from data.sharding import shard_epoch
 from models import build_model
 from trainer import checkpoint, results
+from trainer.divergence import Diverged, DivergenceWatch
 from trainer.evaluation import evaluate
 from trainer.precision import ChannelsLast, Precision
 from trainer.preprocess import Normalize, RandomCropFlip
@@ -82,6 +83,8 @@ class TaskLoop:
         )
         self.agent = make_agent(cfg["agent"], self.ctx, cfg["agent_config"])
         self.recorder = results.Recorder(len(self.tasks), self.world)
+        self.watch = DivergenceWatch(engine, cfg["divergence_patience"])
+        self.run_id = None  # the run's identity in every checkpoint file; set by run()
         self.telemetry = None
         self._loaded = None  # (folder, shared state, this rank's state) of the checkpoint to resume
         self.optimizer = self.scheduler = None
@@ -147,13 +150,13 @@ class TaskLoop:
             "config": self.cfg,
         }
         per_rank = {"agent": self.agent.state_dict(), "recorder": self.recorder.state_dict()}
-        folder = checkpoint.save(self.run_dir, self.engine, task_index, epochs_done, shared, per_rank)
+        folder = checkpoint.save(self.run_dir, self.run_id, self.engine, task_index, epochs_done, shared, per_rank)
         log.info("checkpoint written: %s", folder)
 
-    def load_checkpoint(self, checkpoints: list[Path]) -> list[str]:
-        """Read the newest of `checkpoints` (newest first) that loads on every rank, before the
-        run's folder is touched; returns a note for each damaged one skipped."""
-        folder, shared, own, notes = checkpoint.load_usable(checkpoints, self.engine)
+    def load_checkpoint(self, checkpoints: list[Path], run_id: str | None) -> list[str]:
+        """Read the newest of `checkpoints` (newest first) that loads on every rank and belongs to
+        run `run_id`, before the run's folder is touched; returns a note for each one skipped."""
+        folder, shared, own, notes = checkpoint.load_usable(checkpoints, self.engine, run_id, self.check_progress)
         self._loaded = (folder, shared, own)
         return notes
 
@@ -186,10 +189,16 @@ class TaskLoop:
                  self.start_epoch + 1)
 
     # ---------------------------------------------------------------- the run
-    def run(self, run_dir: Path) -> dict:
-        """Train every task not done yet (from the checkpoint load_checkpoint read, if any)."""
+    def check_progress(self, shared: dict) -> None:
+        """Checks a checkpoint's shared state against this run: progress that its task count allows."""
+        if not 0 <= shared["task"] < len(self.tasks):
+            raise ValueError(f"shared.pt is at task {shared['task'] + 1} of a run with {len(self.tasks)} tasks")
+
+    def run(self, run_dir: Path, run_id: str) -> dict:
+        """Train every task not done yet (from the checkpoint load_checkpoint read, if any). A
+        diverged run writes metrics.json marked 'diverged' and raises Diverged on every rank."""
         cfg = self.cfg
-        self.run_dir = run_dir
+        self.run_dir, self.run_id = run_dir, run_id
         self.telemetry = Telemetry(run_dir, enabled=self.rank == 0 and cfg["tensorboard"])
         if self._loaded is not None:
             self.resume_from(*self._loaded)
@@ -210,6 +219,9 @@ class TaskLoop:
                 self._evaluate(task)
                 self.save_checkpoint(task.index, cfg["epochs"])
             return self.finish()
+        except Diverged as exc:
+            self._write(final=False, diverged=exc.where)
+            raise
         finally:
             self.close()
 
@@ -234,6 +246,7 @@ class TaskLoop:
                 t1 = time.perf_counter()
                 lr = self.scheduler.get_last_lr()[0]  # the LR this step trains with
                 result = self.agent.train_step(x, y)
+                self.watch.after_step(result.loss, task.index, epoch, step)
                 self.scheduler.step()
                 t2 = time.perf_counter()
                 row = results.StepRecord(task.index, epoch, step, result.samples, load_s=t1 - t0,
@@ -272,18 +285,29 @@ class TaskLoop:
         rate = torch.tensor([self.recorder.timing_summary().get("samples_per_s_rank", 0.0)], dtype=torch.float64)
         return float(self.engine.allreduce_sum(rate).item())
 
-    def _write(self, final: bool) -> dict:
+    def _write(self, final: bool, diverged: dict | None = None) -> dict:
+        """metrics.json (rank 0) and this rank's step records. `status` is running, finished or
+        diverged; a diverged run keeps the accuracy rows of the tasks it finished, but no summary
+        number (final average accuracy, forgetting, ...) is reported for it."""
         result = self.recorder.metrics(self._throughput_total())
+        status = "diverged" if diverged else "finished" if final else "running"
         result.update(agent=self.cfg["agent"], preset=self.cfg.get("preset"), engine=self.engine.name,
                       launcher=self.engine.launch.launcher, device=str(self.engine.device), finished=final,
-                      evaluated_with=self.agent.evaluated_with,
-                      results_dir=str(self.run_dir))
+                      status=status, evaluated_with=self.agent.evaluated_with,
+                      fp16_skipped_steps=self.precision.skipped_steps, results_dir=str(self.run_dir))
+        if diverged:
+            result["diverged"] = diverged
+            for key in results.SUMMARY_KEYS:
+                result[key] = None
         if self.rank == 0:
             results.write_metrics(self.run_dir, result)
         results.write_steps(self.run_dir, self.rank, self.recorder.steps)
         return result
 
     def finish(self) -> dict:
+        if len(self.recorder.top1) != len(self.tasks):  # never `finished` with tasks missing
+            raise RuntimeError(f"the run reached its end with {len(self.recorder.top1)} evaluated task(s) of "
+                               f"{len(self.tasks)}: its checkpointed results do not match its tasks")
         result = self._write(final=True)
         log.info("final average accuracy %.4f, forgetting %.4f, backward transfer %.4f, "
                  "%.0f samples/s over %d rank(s), %.1fs", result["final_average_accuracy"],

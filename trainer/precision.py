@@ -59,6 +59,7 @@ class Precision:
         self.amp, self.device, self.clip_grad_norm = amp, device, clip_grad_norm
         self.dtype = DTYPES.get(amp)
         self.scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+        self.skipped_steps = 0  # fp16: steps the GradScaler skipped (overflowed gradients), not divergence
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: autotune each conv once
 
@@ -84,7 +85,10 @@ class Precision:
         else:
             step()
         if scaler is not None:
+            scale = scaler.get_scale()
             scaler.update()
+            if scaler.get_scale() < scale:  # the scale is lowered exactly when the step was skipped
+                self.skipped_steps += 1
 
     def step_averaged(self, optimizer) -> None:
         """The step on gradients the caller set and averaged over ranks itself (A-GEM's projected
@@ -98,9 +102,13 @@ class Precision:
             torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
 
     def state_dict(self) -> dict:
-        """The loss scale and its growth tracker (fp16), so a resumed run scales the same."""
-        return self.scaler.state_dict() if self.scaler is not None else {}
+        """The loss scale and its growth tracker (fp16), so a resumed run scales the same, and the
+        count of skipped steps."""
+        if self.scaler is None:
+            return {}
+        return {"scaler": self.scaler.state_dict(), "skipped_steps": self.skipped_steps}
 
     def load_state_dict(self, state: dict) -> None:
         if self.scaler is not None and state:
-            self.scaler.load_state_dict(state)
+            self.scaler.load_state_dict(state["scaler"])
+            self.skipped_steps = state["skipped_steps"]

@@ -66,6 +66,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+# The summary numbers of a run (metrics.summary's keys and top-5's): null for a diverged run.
+SUMMARY_KEYS = ("final_average_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer",
+                "final_average_accuracy_top5")
+
+
 class Recorder:
     """Accumulates what a run reports; its state goes into checkpoints."""
 

@@ -12,7 +12,9 @@ runtime ones below), saved in its folder (`config.yaml`, `run.json`). A launch
   afresh and says so (so a requeued batch job can always pass it). Its whole configuration
   must match the run's: a changed flag is refused with what differs, never silently ignored.
 
-A finished run is never touched: resuming it says so and exits 0.
+A finished run is never touched: resuming it says so and exits 0. Neither is a diverged one:
+resuming it says where it diverged and exits 3 (it would diverge again from the same state), so
+a requeued batch job does not loop.
 """
 from __future__ import annotations
 
@@ -38,9 +40,41 @@ RUNTIME_OPTIONS = ("backend", "device", "workers", "verify_data", "log_level", "
 
 def experiment(cfg: dict) -> dict:
     """The options that define the experiment, with options added since a run was saved at
-    their defaults (so older runs stay resumable as long as the defaults keep their meaning)."""
+    their defaults (so older runs stay resumable as long as the defaults keep their meaning), and
+    the agent's options spelled out in full (so giving a default by name is no difference)."""
     full = {**defaults(), **cfg}
+    full["agent_config"] = _agent_options_in_full(full["agent"], full["agent_config"])
     return {k: v for k, v in sorted(full.items()) if k not in RUNTIME_OPTIONS}
+
+
+def _agent_options_in_full(agent: str, options: dict) -> dict:
+    """`options` over the agent's defaults, with what its name fixes (as the run used them)."""
+    from agents import agent_class
+
+    try:
+        cls, fixed = agent_class(agent)
+        return cls.check_options({**options, **fixed})  # defaults filled in, numbers of the option's type
+    except UserError:  # an unknown agent or a bad option: reported where the options are checked
+        return options
+
+
+def saved_agent(cfg: dict, explicit: set) -> str | None:
+    """The agent of the run that `--resume PATH` (or `--resume --run-name NAME`) names, when the
+    command line does not name one: its options are checked against that agent, not the default."""
+    if "agent" in explicit or cfg.get("resume") is None:
+        return None
+    if cfg["resume"] != RESUME_LATEST:
+        folder = Path(cfg["resume"])
+        if (folder / "COMPLETE").is_file() and folder.parent.name == "checkpoints":
+            folder = folder.parent.parent
+    elif cfg.get("run_name"):
+        folder = Path(cfg["results_dir"]) / cfg["run_name"]
+    else:
+        return None
+    try:
+        return saved_config(folder)["agent"]
+    except UserError:  # no such run, or a damaged one: said when the resume is planned
+        return None
 
 
 def fingerprint(cfg: dict) -> str:
@@ -49,20 +83,32 @@ def fingerprint(cfg: dict) -> str:
 
 def differences(wanted: dict, saved: dict, names=None) -> list[str]:
     """'name: value here (run has value)' for each experiment option that differs."""
+    if names is not None and "agent" not in names:  # the agent's options are the run's agent's
+        wanted = {**wanted, "agent": saved.get("agent")}
     a, b = experiment(wanted), experiment(saved)
     keys = [k for k in a if (names is None or k in names)]
-    return [f"{k}: {a[k]!r} here, {b.get(k)!r} in the run" for k in keys
-            if canonical(a[k]) != canonical(b.get(k))]
+    out = []
+    for k in keys:
+        if canonical(a[k]) == canonical(b.get(k)):
+            continue
+        if isinstance(a[k], dict) and isinstance(b.get(k), dict):  # name the keys that differ
+            out += [f"{k}.{key}: {a[k].get(key)!r} here, {b[k].get(key)!r} in the run"
+                    for key in sorted(set(a[k]) | set(b[k])) if canonical(a[k].get(key)) != canonical(b[k].get(key))]
+        else:
+            out.append(f"{k}: {a[k]!r} here, {b.get(k)!r} in the run")
+    return out
 
 
 @dataclass
 class Plan:
     """What this launch does; made on rank 0 and broadcast, so every rank does the same."""
     action: str                      # "new" | "restart" (same run, no checkpoint yet) | "resume" | "finished"
+    #                                  | "diverged"
     run_dir: Path | None             # None: a new, generated name
     cfg: dict
     checkpoints: list = field(default_factory=list)  # complete checkpoints, newest first
     note: str = ""                   # what was decided, said once in the run's log
+    run_id: str | None = None        # the continued run's id (run.json); None: a new run draws one
 
 
 def saved_config(run_dir: Path) -> dict:
@@ -101,11 +147,17 @@ def _continue(run_dir: Path, cfg: dict, compare=None) -> Plan:
         raise UserError(f"--resume: {run_dir} holds another experiment; this command line differs in "
                         f"{'; '.join(diff)} (give the run's settings, or another --run-name)")
     merged = _with_runtime(saved, cfg, run_dir)
-    if run_folder.is_finished(run_dir):
+    status = run_folder.record(run_dir)
+    if status.get("status") == "finished":
         return Plan("finished", run_dir, merged, note=f"run {run_dir} is already finished; nothing to do")
+    if status.get("status") == "diverged":
+        where = status.get("diverged") or {}
+        return Plan("diverged", run_dir, merged, note=(
+            f"run {run_dir} diverged (non-finite loss at task {where.get('task')}, epoch {where.get('epoch')}, step "
+            f"{where.get('step')}) and is not resumed: it would diverge again; start a new run with other options"))
     found = checkpoint.complete_checkpoints(run_dir)[::-1]
     if found:
-        return Plan("resume", run_dir, merged, found, note=f"continuing run {run_dir}")
+        return Plan("resume", run_dir, merged, found, note=f"continuing run {run_dir}", run_id=status.get("run_id"))
     return Plan("restart", run_dir, merged,
                 note=f"run {run_dir} has no complete checkpoint yet: starting it from the beginning")
 
@@ -123,7 +175,8 @@ def _matching_run(results_dir: Path, cfg: dict) -> Path | None:
             continue  # not a run folder, or a damaged one: not ours
     if not matches:
         return None
-    return max(matches, key=lambda p: (not run_folder.is_finished(p), p.stat().st_mtime))
+    return max(matches, key=lambda p: (run_folder.record(p).get("status") not in ("finished", "diverged"),
+                                       p.stat().st_mtime))
 
 
 def plan(cfg: dict, explicit: set) -> Plan:

@@ -2,8 +2,9 @@
 
 Rank 0 holds an exclusive `flock` on `run.lock` for the life of the process (the kernel drops
 it when the process dies, so a killed run's folder can be resumed at once), which stops two
-live runs from sharing a folder. `run.json` records the run's identity (the fingerprint of its
-experiment configuration, its world size) and whether it finished.
+live runs from sharing a folder. `run.json` records the run's identity (a run id drawn when the
+run starts, which every checkpoint file carries; the fingerprint of its experiment
+configuration; its world size) and its status: running, finished or diverged.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import os
 import shutil
 import socket
 import time
+import uuid
 from pathlib import Path
 
 from common.errors import UserError
@@ -57,11 +59,22 @@ def _in_use(folder: Path, lock_file) -> UserError:
                      f"another --run-name")
 
 
-def is_finished(run_dir: Path) -> bool:
+def record(run_dir: Path) -> dict:
+    """run.json's contents ({} when missing or unreadable)."""
     try:
-        return json.loads((run_dir / RUN_FILE).read_text()).get("status") == "finished"
+        found = json.loads((run_dir / RUN_FILE).read_text())
     except (OSError, ValueError):
-        return False
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def is_finished(run_dir: Path) -> bool:
+    return record(run_dir).get("status") == "finished"
+
+
+def new_run_id() -> str:
+    """A run's id: drawn once when the run starts, kept by every resume of it."""
+    return uuid.uuid4().hex[:12]
 
 
 def check_not_in_use(folder: Path) -> None:
@@ -122,17 +135,15 @@ def claim(action: str, run_dir: Path | None, cfg: dict, overwrite: bool) -> Path
     return run_dir
 
 
-def write_identity(run_dir: Path, fingerprint: str, world_size: int, status: str) -> None:
-    """run.json: who this run is, and whether it is still running."""
+def write_identity(run_dir: Path, run_id: str, fingerprint: str, world_size: int, status: str,
+                   **extra) -> None:
+    """run.json: who this run is, and whether it is running, finished or diverged (`extra`: where)."""
     path = run_dir / RUN_FILE
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        record = {}
-    record.update(fingerprint=fingerprint, world_size=world_size, status=status,
-                  updated=time.strftime("%Y-%m-%d %H:%M:%S"))
+    found = record(run_dir)
+    found.update(run_id=run_id, fingerprint=fingerprint, world_size=world_size, status=status,
+                 updated=time.strftime("%Y-%m-%d %H:%M:%S"), **extra)
     if status == "running":
-        record["launches"] = record.get("launches", 0) + 1
+        found["launches"] = found.get("launches", 0) + 1
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.write_text(json.dumps(found, indent=2) + "\n")
     os.replace(tmp, path)

@@ -24,6 +24,8 @@
 set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+enter_repository
+check_var NP "the number of ranks" 1
 PYTHON=${PYTHON:-python}
 mpi_args=${MPI_ARGS:-}
 if [ "$(id -u)" -eq 0 ]; then

@@ -22,6 +22,8 @@
 set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+enter_repository
+check_var NP "the number of ranks" 1
 PYTHON=${PYTHON:-python}
 args=(-np "$NP")
 if [ "$(id -u)" -eq 0 ]; then

@@ -20,10 +20,14 @@
 set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+enter_repository
 NNODES=${NNODES:-1}
+check_var NP "the number of ranks per node" 1
+check_var NNODES "the number of nodes" 1
 if [ "$NNODES" -gt 1 ]; then
-  rdzv=(--nnodes "$NNODES" --rdzv-backend c10d
-        --rdzv-endpoint "${RDZV_ENDPOINT:?set RDZV_ENDPOINT=host:port for a run on $NNODES nodes}"
+  check_var RDZV_ENDPOINT "the rendezvous host:port of a run on $NNODES nodes" "" \
+    "set it to the same host:port on every node (e.g. RDZV_ENDPOINT=node1:29400)"
+  rdzv=(--nnodes "$NNODES" --rdzv-backend c10d --rdzv-endpoint "$RDZV_ENDPOINT"
         --rdzv-id "${RDZV_ID:-cl-trainer}")
 else
   rdzv=(--standalone)

@@ -5,13 +5,13 @@ sample and of every representative drawn, runs one epoch per task (so each sampl
 inserted by exactly one rank), then checks provenance across ranks."""
 import sys
 
-import main
 from provenance_spy import install, spies
+from trainer import cli
 
 install()
 
 agent, results = sys.argv[1], sys.argv[2]
-code = main.main(["--agent", agent, "--epochs", "1", "--backend", "torch", "--results-dir", results,
+code = cli.main(["--agent", agent, "--epochs", "1", "--backend", "torch", "--results-dir", results,
                   "--run-name", f"provenance-{agent}", "--plots", "false", "--tensorboard", "false"])
 assert code == 0, f"main exited {code}"
 

@@ -4,8 +4,8 @@ import os
 import signal
 import sys
 
-import main
 from agents.agent import Agent
+from trainer import cli
 from trainer.launch import detect
 
 mode, victim = sys.argv[1], int(sys.argv[2])
@@ -25,4 +25,4 @@ def failing_train_step(self, x, y):
 
 
 Agent.train_step = failing_train_step
-sys.exit(main.main(flags))
+sys.exit(cli.main(flags))

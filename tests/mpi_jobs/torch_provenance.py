@@ -11,13 +11,13 @@ import os
 import sys
 from pathlib import Path
 
-import main
 from provenance_spy import install, spies
+from trainer import cli
 
 install()
 
 agent, results, name = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-code = main.main(["--agent", agent, "--epochs", "1", "--backend", "torch", "--results-dir", str(results),
+code = cli.main(["--agent", agent, "--epochs", "1", "--backend", "torch", "--results-dir", str(results),
                   "--run-name", name, "--plots", "false", "--tensorboard", "false"])
 assert code == 0, f"main exited {code}"
 spy = spies[0]
