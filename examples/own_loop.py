@@ -11,6 +11,11 @@ each rank trains on its share of every task and averages the gradients with the 
 allreduce, torch.distributed all_reduce, or Horovod's DistributedOptimizer). The rehearsal lines
 are marked "rehearsal:"; everything else is the loop you already have. Prints the accuracy on
 every task seen after each task, and the final average accuracy.
+
+The memory's calls (building it, next_batch, insert, refresh_task_extras, close) are collective:
+every rank makes them the same number of times, which is why each rank takes the same number of
+steps. The ranks check this before each call: a rank that makes one too many, or leaves without
+close(), makes every rank raise one line naming the calls instead of hanging.
 """
 import argparse
 import os
@@ -135,7 +140,7 @@ def main():
         if ranks.rank == 0:
             print(f"after task {t + 1}: " + " ".join(f"{a:.3f}" for a in accuracies), flush=True)
     if memory is not None:
-        memory.close()  # collective
+        memory.close()  # collective: every rank, once
     if ranks.rank == 0:
         print(f"final average accuracy {np.mean(accuracies):.4f} ({args.method}, {ranks.size} rank(s))", flush=True)
 
