@@ -38,6 +38,7 @@ from collections import Counter
 import numpy as np
 
 from common.errors import AgreedError, UserError
+from common.rank_groups import by_rank
 
 PREFIX = "rehearsal memory: "
 CALLS = ("rehearsal_memory", "next_batch", "insert", "offer_task", "refresh_task_extras", "send_extras", "stats",
@@ -208,12 +209,8 @@ class CallCheck:
         return f"all agreed up to call #{self.seq - 1}, {self.last[0]} #{self.last[1]}"
 
     def _calls_differ(self, records: np.ndarray) -> str:
-        groups: dict[str, list[int]] = {}
-        for rank, rec in enumerate(records):
-            said = ("exited without close()" if rec[EXITING]
-                    else f"called {CALLS[rec[CALL]]} #{rec[COUNT]}")
-            groups.setdefault(said, []).append(rank)
-        parts = [f"rank{'s' if len(r) > 1 else ''} {','.join(map(str, r))} {said}" for said, r in groups.items()]
+        parts = by_rank(["exited without close()" if rec[EXITING] else f"called {CALLS[rec[CALL]]} #{rec[COUNT]}"
+                         for rec in records], sep=" ")
         return (f"{PREFIX}the ranks' calls differ at call #{self.seq}: {' while '.join(parts)} ({self._agreed()}); "
                 f"every rank must call {COLLECTIVE} the same number of times, in the same order")
 
@@ -225,12 +222,7 @@ class CallCheck:
         for key in details[0]:
             values = [repr(d.get(key)) for d in details]
             if len(set(values)) > 1:
-                groups: dict[str, list[int]] = {}
-                for rank, value in enumerate(values):
-                    groups.setdefault(value, []).append(rank)
-                said = "; ".join(f"rank{'s' if len(r) > 1 else ''} {','.join(map(str, r))}: {v}"
-                                 for v, r in groups.items())
-                problems.append(f"{key} ({said})")
+                problems.append(f"{key} ({'; '.join(by_rank(values))})")
         return (f"{PREFIX}the ranks' rehearsal_memory() arguments differ: {', '.join(problems)}; "
                 f"every rank must build the memory with the same ones")
 

@@ -16,6 +16,7 @@ import zlib
 import numpy as np
 
 from common.errors import AgreedError
+from common.rank_groups import by_rank
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,7 @@ def _compare(gathered: list, what: str, fields: dict) -> None:
     for name in fields:
         values = [canonical(g.get(name)) for g in gathered]
         if len(set(values)) > 1:
-            groups: dict[str, list[int]] = {}
-            for rank, value in enumerate(values):
-                groups.setdefault(value, []).append(rank)
-            said = "; ".join(f"rank{'s' if len(r) > 1 else ''} {','.join(map(str, r))}: {v}"
-                             for v, r in groups.items())
-            problems.append(f"{name} differs ({said})")
+            problems.append(f"{name} differs ({'; '.join(by_rank(values))})")
     if problems:
         raise AgreedError(f"the ranks disagree on their {what}: {', '.join(problems[:3])}"
                           f"{' and more' if len(problems) > 3 else ''}; launch every rank with the same "
