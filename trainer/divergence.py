@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 EXIT_DIVERGED = 3  # main.py's exit code for a diverged run: not a crash (1), not bad input (2)
@@ -35,17 +36,38 @@ class Diverged(Exception):
 
 
 class DivergenceWatch:
-    """Counts the steps in a row with a non-finite loss on any rank; raises Diverged at `patience`."""
+    """Counts the steps in a row with a non-finite loss on any rank; raises Diverged at `patience`.
+
+    The per-step sum goes over a communicator of its own (a duplicate of MPI's world, a few
+    microseconds) where the job has MPI, not through the engine: Horovod's allreduce waits for
+    its background cycle (about 1.3 ms a step measured on 2 ranks here, against 0.02 ms over MPI).
+    Under torchrun, where there is no MPI, it is the engine's (gloo or NCCL) sum."""
 
     def __init__(self, engine, patience: int):
         self.engine, self.patience = engine, patience
         self.in_a_row = 0
+        world = engine.mpi_comm if engine.world_size > 1 else None
+        self._comm = world.Dup() if world is not None else None
+        self._mine, self._all = np.zeros(1, np.int64), np.zeros(1, np.int64)
 
     def after_step(self, loss: float, task: int, epoch: int, step: int) -> None:
         """Collective when the job has more than one rank (a one-element sum per step)."""
-        bad = 0.0 if math.isfinite(loss) else 1.0
-        if self.engine.world_size > 1:
-            bad = float(self.engine.allreduce_sum(torch.tensor([bad], dtype=torch.float64)).item())
+        self._mine[0] = 0 if math.isfinite(loss) else 1
+        if self._comm is not None:
+            from mpi4py import MPI
+
+            self._comm.Allreduce(self._mine, self._all, op=MPI.SUM)
+            bad = int(self._all[0])
+        elif self.engine.world_size > 1:
+            bad = int(self.engine.allreduce_sum(torch.tensor([float(self._mine[0])], dtype=torch.float64)).item())
+        else:
+            bad = int(self._mine[0])
         self.in_a_row = self.in_a_row + 1 if bad else 0
         if self.in_a_row >= self.patience:
-            raise Diverged(task, epoch, step, self.in_a_row, int(bad), loss)
+            raise Diverged(task, epoch, step, self.in_a_row, bad, loss)
+
+    def close(self) -> None:
+        """Free the communicator (collective; idempotent)."""
+        if self._comm is not None:
+            self._comm.Free()
+            self._comm = None

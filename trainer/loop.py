@@ -96,8 +96,10 @@ class TaskLoop:
             raise
 
     def close(self) -> None:
-        """Release the agent's buffers and the event writer, on every rank (idempotent)."""
+        """Release the agent's buffers, the event writer and the divergence watch's communicator, on
+        every rank (idempotent)."""
         self.agent.close()
+        self.watch.close()
         if self.telemetry is not None:
             self.telemetry.close()
 
