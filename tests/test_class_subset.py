@@ -63,32 +63,31 @@ def test_bad_subsets_are_user_errors(tmp_path, options, message):
         load_dataset("imagenet", str(tmp_path), options)
 
 
-def test_missing_class_from_the_command_line_writes_nothing(tmp_path):
-    make_imagenet(tmp_path / "data")
+def refused_subset(tmp_path, classes: list) -> str:
+    """main.py on the subset `classes` of tmp_path/data: its one error line (exit 2, nothing written)."""
     results = tmp_path / "results"
     proc = subprocess.run([sys.executable, "main.py", "--dataset", "imagenet", "--dataset-dir", str(tmp_path / "data"),
-                           "--dataset-config", "{'image_size': 8, 'classes': ['n01', 'n77']}",
+                           "--dataset-config", f"{{'image_size': 8, 'classes': {classes!r}}}",
                            "--results-dir", str(results)],
                           cwd=REPO, env=mpi_env(), capture_output=True, text=True, timeout=120)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert not results.exists() or not any(results.iterdir())
+    return lines[0]
+
+
+def test_missing_class_from_the_command_line_writes_nothing(tmp_path):
+    make_imagenet(tmp_path / "data")
+    lines = [refused_subset(tmp_path, ["n01", "n77"])]
     assert lines[0].startswith("main.py: error: ") and "class 'n77' has no folder" in lines[0]
     assert "valid classes: n01, n02, n03, n04, n05" in lines[0]
-    assert not results.exists() or not any(results.iterdir())
 
 
 def test_subset_class_missing_from_validation_is_one_line_exit_2_nothing_written(tmp_path):
     """A kept class with no validation images would leave its task scored on the other class only."""
     make_imagenet(tmp_path / "data")
     shutil.rmtree(tmp_path / "data" / "val" / "n03")
-    results = tmp_path / "results"
-    proc = subprocess.run([sys.executable, "main.py", "--dataset", "imagenet", "--dataset-dir", str(tmp_path / "data"),
-                           "--dataset-config", "{'image_size': 8, 'classes': ['n01', 'n03']}",
-                           "--results-dir", str(results)],
-                          cwd=REPO, env=mpi_env(), capture_output=True, text=True, timeout=120)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    lines = [refused_subset(tmp_path, ["n01", "n03"])]
     assert lines[0].startswith(f"main.py: error: dataset 'imagenet': class 'n03' has training images in "
                                f"{tmp_path / 'data' / 'train' / 'n03'} but no validation images in "
                                f"{tmp_path / 'data' / 'val' / 'n03'}; "), lines[0]
-    assert not results.exists()

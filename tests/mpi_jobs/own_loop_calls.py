@@ -55,17 +55,18 @@ def raised(fn) -> None:
         say(f"rank {RANK} did not raise")
 
 
+def one_too_many(memory, first: int) -> None:
+    """`first` steps on every rank, then one more next_batch on rank 1 alone, then close()."""
+    steps(memory, first)
+    if RANK == 1:
+        memory.next_batch(X, Y)
+    memory.close()
+
+
 def agree() -> None:
     raised(lambda: build(buffer="native" if RANK == 0 else "python"))
     memory = build(buffer="python")
-
-    def one_too_many():
-        steps(memory, 3)
-        if RANK == 1:
-            memory.next_batch(X, Y)
-        memory.close()
-
-    raised(one_too_many)
+    raised(lambda: one_too_many(memory, 3))
     @atexit.register  # registered before the memory's own exit hook, so it runs after it
     def closed_at_exit():
         say(f"rank {RANK} exit: {'closed' if last._closed else 'left open'}")
@@ -81,14 +82,7 @@ def under_torchrun() -> None:
     raised(build)
     dist.init_process_group("gloo")
     memory = build(buffer="python")
-
-    def one_too_many():
-        steps(memory, 2)
-        if RANK == 1:
-            memory.next_batch(X, Y)
-        memory.close()
-
-    raised(one_too_many)
+    raised(lambda: one_too_many(memory, 2))
     dist.destroy_process_group()
 
 
