@@ -153,9 +153,10 @@ def load(folder: Path, engine, run_id: str | None = None) -> tuple[dict, dict]:
         run_id = shared["identity"].get("run") if isinstance(shared["identity"], dict) else None
     old = shared["world_size"]
     _belongs(folder / "shared.pt", shared, run_id, old, None)
-    if (folder / "COMPLETE").read_text().strip() != str(old):
+    marked = (folder / "COMPLETE").read_text().strip()
+    if marked != str(old):
         raise ValueError(f"{folder / 'shared.pt'} was written by {old} rank(s), but the checkpoint's COMPLETE "
-                         f"mark says {(folder / 'COMPLETE').read_text().strip()!r}")
+                         f"mark says {marked!r}")
     if old != engine.world_size:
         files = [_read(folder / f"rank{r}.pt", RANK_KEYS) for r in range(old)]
         for r, state in enumerate(files):

@@ -64,9 +64,7 @@ def saved_agent(cfg: dict, explicit: set) -> str | None:
     if "agent" in explicit or cfg.get("resume") is None:
         return None
     if cfg["resume"] != RESUME_LATEST:
-        folder = Path(cfg["resume"])
-        if (folder / "COMPLETE").is_file() and folder.parent.name == "checkpoints":
-            folder = folder.parent.parent
+        folder = _run_of_checkpoint(Path(cfg["resume"])) or Path(cfg["resume"])
     elif cfg.get("run_name"):
         folder = Path(cfg["results_dir"]) / cfg["run_name"]
     else:
@@ -175,8 +173,14 @@ def _matching_run(results_dir: Path, cfg: dict) -> Path | None:
             continue  # not a run folder, or a damaged one: not ours
     if not matches:
         return None
-    return max(matches, key=lambda p: (run_folder.record(p).get("status") not in ("finished", "diverged"),
-                                       p.stat().st_mtime))
+    return max(matches, key=lambda p: (run_folder.status(p) not in run_folder.ENDED, p.stat().st_mtime))
+
+
+def _run_of_checkpoint(path: Path) -> Path | None:
+    """The run folder of `path` when it is one of its complete checkpoints (`--resume` of one)."""
+    if (path / "COMPLETE").is_file() and path.parent.name == "checkpoints":
+        return path.parent.parent
+    return None
 
 
 def plan(cfg: dict, explicit: set) -> Plan:
@@ -205,8 +209,9 @@ def plan(cfg: dict, explicit: set) -> Plan:
             return Plan("new", named, cfg, note=f"--resume: no run {named} yet: starting it")
         return _continue(named, cfg)
     path = Path(value)
-    if (path / "COMPLETE").is_file() and path.parent.name == "checkpoints":
-        chosen = _continue(path.parent.parent, cfg, explicit)
+    checkpoint_of = _run_of_checkpoint(path)
+    if checkpoint_of is not None:
+        chosen = _continue(checkpoint_of, cfg, explicit)
         if chosen.action == "resume":
             chosen.checkpoints = [path]
         return chosen

@@ -68,8 +68,12 @@ def record(run_dir: Path) -> dict:
     return found if isinstance(found, dict) else {}
 
 
-def is_finished(run_dir: Path) -> bool:
-    return record(run_dir).get("status") == "finished"
+ENDED = ("finished", "diverged")  # statuses of a run that no launch continues
+
+
+def status(run_dir: Path) -> str | None:
+    """run.json's status: running, finished, diverged (None: no readable run.json)."""
+    return record(run_dir).get("status")
 
 
 def new_run_id() -> str:
